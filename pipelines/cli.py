@@ -1,0 +1,160 @@
+"""`recsys` command line: every step reads and writes folders, so steps can run on different machines.
+Bad input exits with code 2 and one line that says what to fix."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from recsys.errors import RecsysError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Wide&Deep recommendation: synthetic data, features, training, evaluation, serving.")
+
+SPECS_DIR = Path(__file__).parent / "specs"
+
+
+def resolve_spec(spec: str) -> Path:
+    """A spec path, or the name of a built-in spec (synthetic, movielens-100k)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    builtin = SPECS_DIR / f"{spec}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = ", ".join(p.stem for p in sorted(SPECS_DIR.glob("*.yaml")))
+    raise RecsysError(f"spec '{spec}' is neither a file nor a built-in spec ({names})")
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="folder for impressions/users/items parquet")] = Path("data/synthetic"),
+    users: int = 5_000, items: int = 3_000, impressions: int = 400_000, days: int = 28, seed: int = 0,
+) -> None:
+    """Synthetic short-video feed data with a planted click model (true_prob kept per impression)."""
+    from pipelines.generate import SyntheticConfig, write
+
+    t0 = time.perf_counter()
+    cfg = SyntheticConfig(users=users, items=items, impressions=impressions, days=days, seed=seed)
+    for name, path in write(cfg, out).items():
+        typer.echo(f"{name:<12} → {path}")
+    typer.echo(f"generated {impressions:,} impressions in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command("import-movielens")
+def import_movielens(
+    path: Annotated[Path, typer.Argument(help="the ml-100k folder, e.g. ../shared/data/movielens-100k")],
+    out: Annotated[Path, typer.Option(help="folder for the raw tables")] = Path("data/movielens-100k"),
+) -> None:
+    """Convert MovieLens 100K to the raw-table contract (label = rating >= 4)."""
+    from pipelines.movielens import import_movielens as run
+
+    for name, p in run(path, out).items():
+        typer.echo(f"{name:<12} → {p}")
+
+
+@app.command("build-features")
+def build_features(
+    spec: Annotated[str, typer.Option(help="spec YAML path or built-in name (synthetic, movielens-100k)")],
+    raw: Annotated[Path, typer.Option(help="folder with impressions, users, items tables")],
+    out: Annotated[Path, typer.Option(help="folder for encoded splits + transforms.json")],
+    split: Annotated[Optional[str], typer.Option(help="override the spec's split: time | random")] = None,
+    quiet: bool = False,
+) -> None:
+    """Point-in-time statistics, split, fit transforms on train, write encoded splits."""
+    from pipelines.build_features import build_features as run
+    from recsys.spec import load_spec
+
+    s = load_spec(resolve_spec(spec))
+    if split:
+        if split not in ("time", "random"):
+            raise RecsysError(f"--split must be 'time' or 'random', got '{split}'")
+        s = s.model_copy(update={"split": s.split.model_copy(update={"method": split})})
+    run(s, raw, out, progress=not quiet)
+
+
+@app.command()
+def train(
+    features: Annotated[Path, typer.Option(help="output folder of build-features")],
+    out: Annotated[Path, typer.Option(help="artifact folder to write")],
+    epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adagrad | adam (whole model)")] = None,
+    lr: Optional[float] = None,
+    seed: Optional[int] = None,
+    threads: Optional[int] = None,
+    quiet: bool = False,
+) -> None:
+    """Train Wide&Deep (settings from the spec's training section, overridable here)."""
+    from pipelines.train import load_features, run_train
+    from recsys.spec import OptimizerConfig
+
+    opt = None
+    if optimizer or lr:
+        base = load_features(features)[0].training.optimizer
+        try:
+            opt = OptimizerConfig(**{**base.model_dump(), **({"name": optimizer} if optimizer else {}),
+                                     **({"lr": lr} if lr else {})})
+        except ValueError:
+            raise RecsysError(f"--optimizer must be sgd, adagrad or adam, got '{optimizer}'") from None
+    run_train(features, out, {"epochs": epochs, "batch_size": batch_size, "seed": seed, "threads": threads,
+                              "optimizer": opt}, progress=not quiet)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="artifact folder")],
+    features: Annotated[Path, typer.Option(help="output folder of build-features")],
+    out: Annotated[Path, typer.Option(help="folder for metrics.json and report.html")],
+    quiet: bool = False,
+) -> None:
+    """AUC, logloss, NDCG@10, Recall@10, calibration vs popularity and wide-only baselines."""
+    from pipelines.evaluate import run_evaluate
+
+    run_evaluate(model, features, out, progress=not quiet)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="every step's output goes under here")] = Path("runs/demo"),
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the model at the end")] = True,
+    impressions: int = 400_000,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """generate → build-features → train → evaluate on synthetic data, then serve the model."""
+    from pipelines.demo import run_demo
+
+    run_demo(out, impressions=impressions, serve=serve, host=host, port=port)
+
+
+def main() -> None:
+    """Entry point: library errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except RecsysError as err:
+        _err(str(err))
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Fitted, vectorized column transforms. Each is a small object whose fitted state is plain JSON
+data (`to_dict` / `from_dict`), fitted on the train split only, and applied identically to a whole
+parquet split offline and to one request's candidates online.
+
+Id conventions (shared by every sparse transform): local id 0 means unseen / missing / padding, so
+unseen values never raise; real values get ids 1..n.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys.errors import NotFittedError
+
+__all__ = [
+    "as_str",
+    "as_float",
+    "Vocabulary",
+    "MultiHotVocabulary",
+    "hash_strings",
+    "hash_cross",
+    "NumericTransform",
+    "hour_of_day",
+    "day_of_week",
+]
+
+
+def as_str(values: Any) -> np.ndarray:
+    """Raw categorical values as an object array of str; None/NaN become '' (never in a vocabulary)."""
+    arr = np.asarray(values, dtype=object)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.size and not isinstance(arr[0], str) or pd.isna(arr).any():
+        ser = pd.Series(arr, dtype=object)
+        # Integers that went through a float column (1.0) must encode like the int (1).
+        ser = ser.map(_canonical_str, na_action="ignore").fillna("")
+        arr = ser.to_numpy(dtype=object)
+    return arr
+
+
+def _canonical_str(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, bytes):
+        return v.decode()
+    return str(v)
+
+
+def as_float(values: Any) -> np.ndarray:
+    """Raw numeric values as float64; unparsable strings and None become NaN."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False)
+    return pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+
+
+class Vocabulary:
+    """Value → id with a min-count and an optional cap; ids follow descending train frequency."""
+
+    def __init__(self, min_count: int = 1, max_size: int | None = None) -> None:
+        self.min_count = min_count
+        self.max_size = max_size
+        self.values: list[str] | None = None
+        self._index: pd.Index | None = None
+
+    def fit(self, values: np.ndarray) -> "Vocabulary":
+        counts = pd.Series(as_str(values)).value_counts(sort=False)
+        counts = counts[(counts.index != "") & (counts >= self.min_count)]
+        # Stable order: by count desc, then value, so refits on the same data give the same ids.
+        order = np.lexsort((counts.index.to_numpy(dtype=str), -counts.to_numpy()))
+        kept = counts.index.to_numpy(dtype=object)[order]
+        if self.max_size is not None:
+            kept = kept[: self.max_size]
+        self.values = [str(v) for v in kept]
+        self._index = None
+        return self
+
+    @property
+    def size(self) -> int:
+        """Number of ids including the shared unseen id 0."""
+        return len(self._require()) + 1
+
+    def _require(self) -> list[str]:
+        if self.values is None:
+            raise NotFittedError("Vocabulary used before fit()")
+        return self.values
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Vectorized hash lookup (pandas Index): unseen values map to 0, never raise."""
+        if self._index is None:
+            self._index = pd.Index(self._require(), dtype=object)
+        return self._index.get_indexer(as_str(values)).astype(np.int64) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_count": self.min_count, "max_size": self.max_size, "values": self._require()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Vocabulary":
+        v = cls(d["min_count"], d.get("max_size"))
+        v.values = list(d["values"])
+        return v
+
+
+def _split_tokens(values: np.ndarray, separator: str) -> pa.ListArray:
+    arr = pa.array(as_str(values), type=pa.string())
+    return pc.split_pattern(arr, pattern=separator)
+
+
+class MultiHotVocabulary:
+    """Separator-joined tokens ('Action|Comedy') → padded id matrix [n, max_len]; 0 pads."""
+
+    def __init__(self, separator: str, max_len: int, min_count: int = 1) -> None:
+        self.separator = separator
+        self.max_len = max_len
+        self.vocab = Vocabulary(min_count)
+
+    def fit(self, values: np.ndarray) -> "MultiHotVocabulary":
+        tokens = _split_tokens(values, self.separator).flatten()
+        self.vocab.fit(tokens.to_numpy(zero_copy_only=False))
+        return self
+
+    @property
+    def size(self) -> int:
+        return self.vocab.size
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        lists = _split_tokens(values, self.separator)
+        n = len(lists)
+        offsets = lists.offsets.to_numpy()
+        ids = self.vocab.encode(lists.flatten().to_numpy(zero_copy_only=False))
+        row = np.repeat(np.arange(n), np.diff(offsets))
+        pos = np.arange(len(ids)) - offsets[:-1][row]
+        # Unseen tokens are dropped (they would only add noise to the pooled embedding).
+        keep = (pos < self.max_len) & (ids > 0)
+        out = np.zeros((n, self.max_len), dtype=np.int64)
+        # Compact kept tokens to the left so that padding is always at the end.
+        kept_row = row[keep]
+        kept_pos = np.zeros(len(kept_row), dtype=np.int64)
+        if len(kept_row):
+            starts = np.r_[0, np.flatnonzero(np.diff(kept_row)) + 1]
+            run = np.repeat(starts, np.diff(np.r_[starts, len(kept_row)]))
+            kept_pos = np.arange(len(kept_row)) - run
+        out[kept_row, kept_pos] = ids[keep]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"separator": self.separator, "max_len": self.max_len, "vocab": self.vocab.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MultiHotVocabulary":
+        m = cls(d["separator"], d["max_len"])
+        m.vocab = Vocabulary.from_dict(d["vocab"])
+        return m
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a fixed, well-spread integer hash (identical in every process)."""
+    with np.errstate(over="ignore"):
+        x = x.astype(np.uint64, copy=True)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def hash_strings(values: np.ndarray, buckets: int) -> np.ndarray:
+    """Stable string hash → 1..buckets-1 (0 stays the missing id). Needs no fitting."""
+    arr = as_str(values)
+    h = pd.util.hash_array(arr, categorize=False)
+    ids = (h % np.uint64(buckets - 1)).astype(np.int64) + 1
+    ids[arr == ""] = 0
+    return ids
+
+
+def hash_cross(components: list[np.ndarray], buckets: int) -> np.ndarray:
+    """Hashed cross of already-encoded ids → 1..buckets-1."""
+    h = np.full(len(components[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for ids in components:
+            h = _mix64(h ^ ids.astype(np.uint64))
+    return (h % np.uint64(buckets - 1)).astype(np.int64) + 1
+
+
+class NumericTransform:
+    """fill → optional log1p → optional standardize, plus optional quantile-bucket ids."""
+
+    def __init__(self, log: bool, standardize: bool, buckets: int, fill: float | None) -> None:
+        self.log = log
+        self.standardize = standardize
+        self.buckets = buckets
+        self.fill = fill
+        self.mean: float | None = None
+        self.std: float | None = None
+        self.boundaries: list[float] | None = None
+
+    def _prepare(self, values: np.ndarray, fill: float) -> np.ndarray:
+        x = as_float(values)
+        x = np.where(np.isfinite(x), x, fill)
+        if self.log:
+            x = np.log1p(np.maximum(x, 0.0))
+        return x
+
+    def fit(self, values: np.ndarray) -> "NumericTransform":
+        raw = as_float(values)
+        finite = raw[np.isfinite(raw)]
+        if self.fill is None:
+            self.fill = float(finite.mean()) if finite.size else 0.0
+        x = self._prepare(raw, self.fill)
+        self.mean = float(x.mean()) if x.size else 0.0
+        std = float(x.std()) if x.size else 1.0
+        self.std = std if std > 1e-12 else 1.0
+        if self.buckets:
+            qs = np.quantile(x, np.linspace(0, 1, self.buckets + 1)[1:-1]) if x.size else np.array([])
+            self.boundaries = [float(b) for b in np.unique(qs)]
+        return self
+
+    def _require(self) -> tuple[float, float, float]:
+        if self.mean is None or self.std is None or self.fill is None:
+            raise NotFittedError("NumericTransform used before fit()")
+        return self.fill, self.mean, self.std
+
+    def dense(self, values: np.ndarray) -> np.ndarray:
+        fill, mean, std = self._require()
+        x = self._prepare(values, fill)
+        if self.standardize:
+            x = (x - mean) / std
+        return x.astype(np.float32)
+
+    @property
+    def bucket_count(self) -> int:
+        """Ids including 0 (unused: every finite value falls in a bucket 1..len(boundaries)+1)."""
+        return len(self.boundaries or []) + 2
+
+    def bucket_ids(self, values: np.ndarray) -> np.ndarray:
+        fill, _, _ = self._require()
+        x = self._prepare(values, fill)
+        return np.searchsorted(np.asarray(self.boundaries or [], dtype=np.float64), x, side="right") + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        self._require()
+        return {
+            "log": self.log, "standardize": self.standardize, "buckets": self.buckets, "fill": self.fill,
+            "mean": self.mean, "std": self.std, "boundaries": self.boundaries,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NumericTransform":
+        t = cls(d["log"], d["standardize"], d["buckets"], d["fill"])
+        t.mean, t.std, t.boundaries = d["mean"], d["std"], d["boundaries"]
+        return t
+
+
+def hour_of_day(ts: np.ndarray) -> np.ndarray:
+    """UTC hour 0..23 of unix seconds, as ids 1..24."""
+    return (as_float(ts).astype(np.int64) // 3600) % 24 + 1
+
+
+def day_of_week(ts: np.ndarray) -> np.ndarray:
+    """UTC weekday of unix seconds, Monday=1 .. Sunday=7 (1970-01-01 was a Thursday)."""
+    return (as_float(ts).astype(np.int64) // 86400 + 3) % 7 + 1

@@ -1,0 +1,295 @@
+"""The feature spec: the ONE declaration a user writes for their data (YAML).
+
+Everything else is derived from it: which raw columns are read from which table, how they are fitted
+and encoded, the model's input layout, what the online store holds and what the service expects in a
+request. It is parsed once into frozen pydantic models; errors name the feature and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recsys.errors import SpecError
+
+__all__ = [
+    "Group",
+    "CategoricalFeature",
+    "HashedFeature",
+    "NumericFeature",
+    "MultiHotFeature",
+    "TimeFeature",
+    "StatisticFeature",
+    "Feature",
+    "Cross",
+    "SplitConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "TrainingConfig",
+    "FeatureSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+Group = Literal["user", "context", "impression", "content"]
+
+
+_GROUP_TABLE = {"user": "users", "content": "items", "context": "impressions", "impression": "impressions"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _NumericOptions(_Strict):
+    """Shared by every feature that ends as a float: how the raw number is normalized."""
+
+    log: bool = False  # log1p(max(x, 0)) before the rest: for counts, durations, ages
+    standardize: bool = True  # (x - mean) / std, both fitted on the train split
+    buckets: int = Field(0, ge=0, le=1000)  # >0: also emit a quantile-bucket id (wide + embedding)
+    fill: float | None = None  # value for missing/NaN; default: the train mean
+
+
+class CategoricalFeature(_Strict):
+    type: Literal["categorical"]
+    group: Group
+    column: str | None = None
+    min_count: int = Field(1, ge=1)  # values seen fewer times in train share the OOV id
+    max_vocab: int | None = Field(None, ge=1)  # keep only the most frequent values
+    wide: bool = True
+
+
+class HashedFeature(_Strict):
+    type: Literal["hashed"]
+    group: Group
+    column: str | None = None
+    buckets: int = Field(..., ge=2)
+    wide: bool = True
+
+
+class NumericFeature(_NumericOptions):
+    type: Literal["numeric"]
+    group: Group
+    column: str | None = None
+
+
+class MultiHotFeature(_Strict):
+    type: Literal["multi_hot"]
+    group: Group
+    column: str | None = None
+    separator: str = "|"
+    min_count: int = Field(1, ge=1)
+    max_len: int = Field(8, ge=1, le=256)
+    wide: bool = True
+
+
+class TimeFeature(_NumericOptions):
+    """Derived from the impression timestamp: hour of day / weekday (categorical ids), or the age
+    of the impression relative to another timestamp column (`part: age`, numeric, in days)."""
+
+    type: Literal["time"]
+    group: Group = "context"
+    part: Literal["hour", "weekday", "age"]
+    column: str | None = None  # for part=age: the timestamp column the age is measured from
+    table: Literal["items", "users", "impressions"] = "items"  # where `column` lives (part=age)
+    wide: bool = True
+
+    @model_validator(mode="after")
+    def _age_needs_column(self) -> "TimeFeature":
+        if self.part == "age" and not self.column:
+            raise ValueError("part 'age' needs `column:` naming the timestamp it is measured from")
+        return self
+
+
+class StatisticFeature(_NumericOptions):
+    """Point-in-time impression statistic: the count and the smoothed positive rate of the
+    events that share `key` and happened strictly before the impression."""
+
+    type: Literal["statistic"]
+    group: Literal["impression"] = "impression"
+    key: list[str] = Field(..., min_length=1, max_length=3)
+    smoothing: float = Field(20.0, ge=0.0)  # pseudo-count of the prior (train positive rate)
+    log: bool = True  # counts are heavy-tailed
+
+
+Feature = Annotated[
+    Union[
+        CategoricalFeature,
+        HashedFeature,
+        NumericFeature,
+        MultiHotFeature,
+        TimeFeature,
+        StatisticFeature,
+    ],
+    Field(discriminator="type"),
+]
+
+
+class Cross(_Strict):
+    """A hashed cross of single-valued categorical features for the wide part."""
+
+    features: list[str] = Field(..., min_length=2)
+    buckets: int = Field(100_000, ge=2)
+
+    @property
+    def name(self) -> str:
+        return "_x_".join(self.features)
+
+
+class SplitConfig(_Strict):
+    method: Literal["time", "random"] = "time"
+    valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    embedding_dim: int = Field(16, ge=1, le=512)
+    hidden: list[int] = Field(default_factory=lambda: [256, 128, 64])
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    embedding_init_std: float = Field(0.01, gt=0.0)  # small init: see DESIGN §6
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adagrad", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class TrainingConfig(_Strict):
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    # Per-part optimizers, as in the Wide&Deep paper (FTRL-like wide, Adagrad deep): each
+    # overrides `optimizer` for its part's parameters.
+    wide_optimizer: OptimizerConfig | None = None
+    deep_optimizer: OptimizerConfig | None = None
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    patience: int = Field(2, ge=0)  # epochs without valid-AUC gain before stopping
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+
+
+class FeatureSpec(_Strict):
+    name: str = "model"
+    user_key: str = "user_id"
+    item_key: str = "item_id"
+    label: str = "label"
+    timestamp: str = "timestamp"
+    tables: dict[Literal["impressions", "users", "items"], str] = Field(
+        default_factory=lambda: {"impressions": "impressions", "users": "users", "items": "items"}
+    )
+    # Columns copied from impressions into the encoded splits untouched, e.g. the synthetic
+    # generator's true click probability (for the Bayes-optimal AUC). Never model inputs.
+    passthrough: list[str] = Field(default_factory=list)
+    features: dict[str, Feature]
+    crosses: list[Cross] = Field(default_factory=list)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "FeatureSpec":
+        names = set(self.features)
+        for name, feat in self.features.items():
+            if isinstance(feat, StatisticFeature):
+                for col in feat.key:
+                    if col not in (self.user_key, self.item_key) and self.column_of(col) is None:
+                        raise ValueError(
+                            f"feature '{name}': key column '{col}' is neither the user/item key nor "
+                            f"the column of a declared user/content/context feature; declare it first"
+                        )
+                if feat.key[0] not in (self.user_key, self.item_key):
+                    raise ValueError(
+                        f"feature '{name}': key must start with '{self.user_key}' or '{self.item_key}' "
+                        f"(the entity whose online record holds the counter), got {feat.key}"
+                    )
+        for cross in self.crosses:
+            for f in cross.features:
+                if f not in names:
+                    raise ValueError(f"cross {cross.features}: unknown feature '{f}'; declare it under features")
+                feat = self.features[f]
+                single = isinstance(feat, (CategoricalFeature, HashedFeature)) or (
+                    isinstance(feat, TimeFeature) and feat.part != "age"
+                ) or (isinstance(feat, (NumericFeature, StatisticFeature)) and feat.buckets > 0)
+                if not single:
+                    raise ValueError(
+                        f"cross {cross.features}: feature '{f}' has no single sparse id; cross only "
+                        f"categorical, hashed, hour/weekday or numeric features with `buckets:`"
+                    )
+        if self.user_key == self.item_key:
+            raise ValueError("user_key and item_key must differ")
+        return self
+
+    def column_of(self, feature_or_column: str) -> str | None:
+        """The raw column a declared feature reads (features default to their own name)."""
+        for name, feat in self.features.items():
+            col = getattr(feat, "column", None) or name
+            if feature_or_column in (name, col) and not isinstance(feat, (StatisticFeature, TimeFeature)):
+                return col
+        return None
+
+    def source_columns(self, table: Literal["users", "items", "impressions"]) -> list[str]:
+        """Raw attribute columns read from `table` (keys excluded): user features come from users,
+        content features from items, context features from impressions (or the request)."""
+        cols: list[str] = []
+        for name, feat in self.features.items():
+            if isinstance(feat, StatisticFeature):
+                continue
+            if isinstance(feat, TimeFeature):
+                if feat.part == "age" and feat.table == table and feat.column not in cols:
+                    cols.append(feat.column)  # type: ignore[arg-type]
+                continue
+            col = feat.column or name
+            if _GROUP_TABLE[feat.group] == table and col not in cols and col not in (self.user_key, self.item_key):
+                cols.append(col)
+        return cols
+
+    @property
+    def statistics(self) -> dict[str, StatisticFeature]:
+        return {n: f for n, f in self.features.items() if isinstance(f, StatisticFeature)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in {
+        "categorical", "hashed", "numeric", "multi_hot", "time", "statistic"}))
+    msg = first["msg"].removeprefix("Value error, ")
+    if loc.startswith("features."):
+        parts = loc.split(".")
+        where = f"feature '{parts[1]}'" + (f", field '{'.'.join(parts[2:])}'" if len(parts) > 2 else "")
+    else:
+        where = f"field '{loc}'" if loc else "spec"
+    hint = ""
+    if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
+        hint = " (fix: set `type:` to one of categorical, hashed, numeric, multi_hot, time, statistic)"
+    elif first["type"] == "extra_forbidden":
+        hint = " (fix: remove it or check its spelling)"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid spec: {where}: {msg}{hint}{more}"
+
+
+def parse_spec(data: dict[str, Any]) -> FeatureSpec:
+    if not isinstance(data, dict):
+        raise SpecError("invalid spec: the YAML must be a mapping with at least `features:`")
+    try:
+        return FeatureSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err)) from None
+
+
+def load_spec(path: str | Path) -> FeatureSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path} (fix: pass --spec PATH to a YAML feature spec)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec {path} is not valid YAML: {err}") from None
+    return parse_spec(data)
