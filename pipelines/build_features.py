@@ -138,9 +138,9 @@ def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
     f = raw.frame
     ts = f[spec.timestamp].to_numpy()
     y = f[spec.label].to_numpy()
-    for name in spec.statistics:
+    for name, stat in spec.statistics.items():
         codes = key_codes([f[c].to_numpy() for c in statistic_key_columns(spec, name)])
-        f[count_column(name)], f[pos_column(name)] = point_in_time_counts(codes, ts, y)
+        f[count_column(name)], f[pos_column(name)] = point_in_time_counts(codes, ts, y, stat.window_s, stat.bucket_s)
 
 
 def split_indices(spec: FeatureSpec, raw: RawData) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ __all__ = [
     "TrainingConfig",
     "FeatureSpec",
     "load_spec",
+    "parse_duration",
     "parse_spec",
 ]
 
@@ -38,6 +39,24 @@ Group = Literal["user", "context", "impression", "content"]
 
 
 _GROUP_TABLE = {"user": "users", "content": "items", "context": "impressions", "impression": "impressions"}
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: int | str) -> int:
+    """'90s', '30m', '1h', '7d', '2w' or plain seconds → seconds (> 0)."""
+    if isinstance(value, int):
+        seconds = value
+    else:
+        v = str(value).strip().lower()
+        try:
+            seconds = int(v[:-1]) * _UNITS[v[-1]] if v and v[-1] in _UNITS else int(v)
+        except ValueError:
+            raise ValueError(f"duration '{value}' is not like 90s, 30m, 1h, 7d or 2w") from None
+    if seconds <= 0:
+        raise ValueError(f"duration '{value}' must be positive")
+    return seconds
 
 
 class _Strict(BaseModel):
@@ -113,6 +132,28 @@ class StatisticFeature(_NumericOptions):
     key: list[str] = Field(..., min_length=1, max_length=3)
     smoothing: float = Field(20.0, ge=0.0)  # pseudo-count of the prior (train positive rate)
     log: bool = True  # counts are heavy-tailed
+    # Optional sliding window, e.g. "1h", "1d", "7d" or seconds: only events in the last `window`
+    # count, measured from the start of the impression's time bucket (window / window_buckets), so
+    # the online store can keep one counter per bucket and reproduce the offline value exactly.
+    window: int | str | None = None
+    window_buckets: int = Field(24, ge=1, le=1000)
+
+    @property
+    def window_s(self) -> int | None:
+        return None if self.window is None else parse_duration(self.window)
+
+    @property
+    def bucket_s(self) -> int | None:
+        return None if self.window_s is None else self.window_s // self.window_buckets
+
+    @model_validator(mode="after")
+    def _window_divides(self) -> "StatisticFeature":
+        if self.window is not None:
+            w = parse_duration(self.window)
+            if w % self.window_buckets:
+                raise ValueError(f"window {self.window} ({w}s) must be a multiple of window_buckets "
+                                 f"({self.window_buckets}); pick e.g. window_buckets: 24 for 1d")
+        return self
 
 
 Feature = Annotated[

@@ -16,7 +16,7 @@ import pandas as pd
 
 from recsys.features.transforms import as_str
 
-__all__ = ["key_codes", "point_in_time_counts", "totals_before", "counter_field", "sub_key"]
+__all__ = ["key_codes", "window_start", "point_in_time_counts", "totals_before", "counter_field", "sub_key"]
 
 
 def key_codes(columns: list[np.ndarray]) -> np.ndarray:
@@ -30,39 +30,59 @@ def key_codes(columns: list[np.ndarray]) -> np.ndarray:
     return code
 
 
-def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(count, positives) of events with the same code and a strictly earlier timestamp. O(n log n)."""
+def window_start(ts: np.ndarray, window_s: int, bucket_s: int) -> np.ndarray:
+    """Start of the window that an impression at `ts` sees: `window_s` back from the start of its
+    time bucket. Aligning to buckets lets the online store keep one counter per bucket and still
+    reproduce the offline value exactly."""
+    ts = np.asarray(ts, dtype=np.int64)
+    return (ts // bucket_s) * bucket_s - window_s
+
+
+def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray,
+                         window_s: int | None = None, bucket_s: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(count, positives) of events with the same code and a timestamp strictly before the row's
+    (and, with a window, at or after `window_start`). Vectorized: one sort, two binary searches."""
     n = len(codes)
     if n == 0:
         return np.zeros(0, np.float64), np.zeros(0, np.float64)
     ts = np.asarray(ts, dtype=np.int64)
-    order = np.lexsort((ts, codes))
-    c, t = codes[order], ts[order]
-    y = np.asarray(label, dtype=np.float64)[order]
-    idx = np.arange(n)
-    new_key = np.r_[True, c[1:] != c[:-1]]
-    key_start = np.maximum.accumulate(np.where(new_key, idx, 0))
-    cum_pos = np.cumsum(y) - y  # positives strictly before each sorted row (all keys)
-    count = (idx - key_start).astype(np.float64)
-    pos = cum_pos - cum_pos[key_start]
-    # Ties: every row of a (key, timestamp) run takes the value of the run's first row.
-    new_run = new_key | np.r_[True, t[1:] != t[:-1]]
-    run_start = np.maximum.accumulate(np.where(new_run, idx, 0))
-    count, pos = count[run_start], pos[run_start]
-    out_c, out_p = np.empty(n), np.empty(n)
-    out_c[order], out_p[order] = count, pos
-    return out_c, out_p
+    codes = np.asarray(codes, dtype=np.int64)
+    lo = int(ts.min()) - (window_s or 0) - (bucket_s or 0)
+    span = int(ts.max()) - lo + 1
+    # One sortable int64 per event: (code, time). Lower bound of (code, t) = first event at >= t.
+    composite = codes * span + (ts - lo)
+    order = np.argsort(composite, kind="stable")
+    sorted_comp = composite[order]
+    cum_pos = np.r_[0.0, np.cumsum(np.asarray(label, dtype=np.float64)[order])]
+    upper = np.searchsorted(sorted_comp, composite, side="left")
+    if window_s is None:
+        lower = np.searchsorted(sorted_comp, codes * span, side="left")
+    else:
+        lower = np.searchsorted(sorted_comp, codes * span + (window_start(ts, window_s, bucket_s or window_s) - lo),
+                                side="left")
+    return (upper - lower).astype(np.float64), cum_pos[upper] - cum_pos[lower]
 
 
-def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, as_of: int | None) -> pd.DataFrame:
-    """Counters as of `as_of` (events strictly before it; all events when None), per key combination.
-    Returns columns key0..keyK (str), count, positives: what `materialize` writes online."""
+def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, as_of: int | None,
+                  window_s: int | None = None, bucket_s: int | None = None) -> pd.DataFrame:
+    """Counters as of `as_of` (events strictly before it; all events when None), per key combination:
+    columns key0..keyK (str), count, positives — what `materialize` writes online. With a window,
+    one row per (key, time bucket) in column `bucket` (= ts // bucket_s), for the buckets an
+    impression at `as_of` can still see; older buckets are dropped."""
     ts = np.asarray(ts, dtype=np.int64)
     keep = np.ones(len(ts), dtype=bool) if as_of is None else ts < as_of
+    if window_s is not None:
+        bucket_s = bucket_s or window_s
+        horizon = int(ts.max()) + 1 if as_of is None else as_of
+        keep &= ts >= int(window_start(np.array([horizon]), window_s, bucket_s)[0])
     frame = pd.DataFrame({f"key{i}": as_str(col)[keep] for i, col in enumerate(columns)})
+    groups = list(frame.columns)
+    if window_s is not None:
+        frame["bucket"] = ts[keep] // bucket_s
+        groups.append("bucket")
     frame["count"] = 1.0
     frame["positives"] = np.asarray(label, dtype=np.float64)[keep]
-    return frame.groupby(list(frame.columns[: len(columns)]), sort=False, as_index=False).sum()
+    return frame.groupby(groups, sort=False, as_index=False).sum()
 
 
 def sub_key(parts: list[np.ndarray]) -> np.ndarray:
@@ -75,6 +95,8 @@ def sub_key(parts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def counter_field(statistic: str, sub: str, kind: str) -> str:
-    """Field name of a counter inside its entity record: 'stat:c', or 'stat:<sub>:c' for user×category."""
-    return f"{statistic}:{kind}" if sub == "" else f"{statistic}:{sub}:{kind}"
+def counter_field(statistic: str, sub: str, kind: str, bucket: int | None = None) -> str:
+    """Field name of a counter inside its entity record: 'stat:c', 'stat:<sub>:c' for user×category,
+    and with a window one field per time bucket: 'stat:<sub>:c@<bucket>'."""
+    name = f"{statistic}:{kind}" if sub == "" else f"{statistic}:{sub}:{kind}"
+    return name if bucket is None else f"{name}@{bucket}"
