@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from recsys.errors import SpecError
-from recsys.spec import StatisticFeature, load_spec, parse_spec
+from recsys.spec import StatisticFeature, load_spec, parse_duration, parse_spec
 
 from .helpers import mini_spec_dict
 
@@ -92,6 +92,28 @@ def test_statistic_key_must_start_with_an_entity_key():
 def test_statistic_over_a_declared_column_is_accepted():
     spec = parse_spec(edited(user_country={"type": "statistic", "key": ["user_id", "country"]}))
     assert isinstance(spec.features["user_country"], StatisticFeature)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("1h", 3600), ("7d", 604_800),
+                                              ("2w", 1_209_600), ("45", 45), (120, 120)])
+def test_durations_accept_the_documented_units(text: object, seconds: int):
+    assert parse_duration(text) == seconds  # type: ignore[arg-type]
+
+
+def test_statistic_window_that_buckets_do_not_divide_names_the_feature_and_a_fix():
+    msg = spec_error(edited(user_1h={"type": "statistic", "key": ["user_id"], "window": "1h", "window_buckets": 7}))
+    assert "feature 'user_1h'" in msg and "window_buckets" in msg
+
+
+def test_statistic_window_that_is_not_a_duration_names_the_feature():
+    msg = spec_error(edited(user_w={"type": "statistic", "key": ["user_id"], "window": "soon"}))
+    assert "feature 'user_w'" in msg and "90s, 30m, 1h" in msg
+
+
+def test_statistic_window_is_resolved_to_seconds_and_buckets():
+    spec = parse_spec(edited(user_1d={"type": "statistic", "key": ["user_id"], "window": "1d"}))
+    feat = spec.features["user_1d"]
+    assert (feat.window_s, feat.bucket_s) == (86_400, 3600)
 
 
 def test_age_feature_without_its_timestamp_column_says_what_to_add():

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipelines.build_features import add_statistics, load_raw, statistic_key_columns
 from recsys.features import count_column, pos_column
-from recsys.features.statistics import counter_field, key_codes, point_in_time_counts, sub_key, totals_before
+from recsys.features.statistics import (
+    counter_field,
+    key_codes,
+    point_in_time_counts,
+    sub_key,
+    totals_before,
+    window_start,
+)
 from recsys.spec import load_spec
 
 from .helpers import copy_raw
@@ -18,10 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC_SPEC = REPO / "pipelines" / "specs" / "synthetic.yaml"
 
 
-def brute_force_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The definition, row by row (test-only reference)."""
-    count = np.array([np.sum((codes == c) & (ts < t)) for c, t in zip(codes, ts)], dtype=np.float64)
-    pos = np.array([np.sum(label[(codes == c) & (ts < t)]) for c, t in zip(codes, ts)], dtype=np.float64)
+def brute_force_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray, window_s: int | None = None,
+                       bucket_s: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, row by row (test-only reference): same key, strictly earlier, and with a
+    window at or after `window_s` before the start of the row's time bucket."""
+    count, pos = np.zeros(len(codes)), np.zeros(len(codes))
+    for i, (c, t) in enumerate(zip(codes, ts)):
+        seen = (codes == c) & (ts < t)
+        if window_s is not None:
+            seen &= ts >= (t // bucket_s) * bucket_s - window_s
+        count[i], pos[i] = seen.sum(), label[seen].sum()
     return count, pos
 
 
@@ -66,6 +80,51 @@ def test_counts_match_the_row_by_row_definition_in_any_input_order():
     ref_count, ref_pos = brute_force_counts(codes, ts, label)
     np.testing.assert_array_equal(count, ref_count)
     np.testing.assert_array_equal(pos, ref_pos)
+
+
+@pytest.mark.parametrize(("window_s", "bucket_s"), [(100, 10), (50, 50), (7, 1)])
+def test_windowed_counts_match_the_row_by_row_definition(window_s: int, bucket_s: int):
+    rng = np.random.default_rng(4)
+    n = 600
+    codes = rng.integers(0, 10, n)
+    ts = rng.integers(0, 400, n)
+    label = rng.integers(0, 2, n)
+    count, pos = point_in_time_counts(codes, ts, label, window_s, bucket_s)
+    ref_count, ref_pos = brute_force_counts(codes, ts, label, window_s, bucket_s)
+    np.testing.assert_array_equal(count, ref_count)
+    np.testing.assert_array_equal(pos, ref_pos)
+
+
+def test_window_start_is_aligned_to_the_start_of_the_bucket():
+    assert window_start(np.array([3600 * 5 + 59]), window_s=86_400, bucket_s=3600).tolist() == [3600 * 5 - 86_400]
+
+
+def test_a_planted_future_event_does_not_leak_into_windowed_counts():
+    rng = np.random.default_rng(6)
+    codes, ts, label = rng.integers(0, 20, 1000), rng.integers(0, 5000, 1000), rng.integers(0, 2, 1000)
+    before = point_in_time_counts(codes, ts, label, 600, 60)
+    after = point_in_time_counts(np.r_[codes, codes[:30]], np.r_[ts, ts[:30] + 1], np.r_[label, np.ones(30)], 600, 60)
+    # Rows later than a planted event may see it; rows at or before its time must not change.
+    planted_min = (ts[:30] + 1).min()
+    early = ts < planted_min
+    np.testing.assert_array_equal(after[0][:1000][early], before[0][early])
+    np.testing.assert_array_equal(after[1][:1000][early], before[1][early])
+
+
+def test_windowed_totals_sum_to_what_an_impression_at_as_of_would_see():
+    rng = np.random.default_rng(7)
+    n, window_s, bucket_s, as_of = 2000, 3600, 600, 7_000
+    users = np.array([f"u{i}" for i in rng.integers(0, 10, n)], dtype=object)
+    ts, label = np.sort(rng.integers(0, 10_000, n)), rng.integers(0, 2, n)
+    totals = totals_before([users], ts, label, as_of, window_s, bucket_s)
+    assert totals["bucket"].min() * bucket_s >= (as_of // bucket_s) * bucket_s - window_s  # older buckets dropped
+    summed = totals.groupby("key0")[["count", "positives"]].sum()
+    probes = np.unique(users)
+    codes = key_codes([np.r_[users, probes]])
+    count, pos = point_in_time_counts(codes, np.r_[ts, np.full(len(probes), as_of)],
+                                      np.r_[label, np.zeros(len(probes))], window_s, bucket_s)
+    for j, u in enumerate(probes):
+        assert (summed.loc[u, "count"], summed.loc[u, "positives"]) == (count[n + j], pos[n + j])
 
 
 def test_counts_of_an_empty_log_are_empty():
@@ -119,6 +178,7 @@ def test_counter_field_names_a_sub_key_only_when_there_is_one():
     assert counter_field("user_history", "", "c") == "user_history:c"
     sub = sub_key([np.array(["cat1"], dtype=object)])[0]
     assert counter_field("user_category_history", sub, "p") == "user_category_history:cat1:p"
+    assert counter_field("user_history", "", "c", bucket=42) == "user_history:c@42"
     assert sub_key([]).size == 0
 
 
@@ -146,9 +206,11 @@ def test_build_features_statistics_match_the_definition_on_sampled_rows(tiny_raw
     f = raw.frame
     ts, y = f[spec.timestamp].to_numpy(), f[spec.label].to_numpy()
     rows = np.random.default_rng(0).choice(len(f), 200, replace=False)
-    for name in spec.statistics:
+    for name, feat in spec.statistics.items():
         keys = [f[c].to_numpy() for c in statistic_key_columns(spec, name)]
         for r in rows:
             same = np.logical_and.reduce([k == k[r] for k in keys]) & (ts < ts[r])
+            if feat.window_s is not None:
+                same &= ts >= window_start(ts[r], feat.window_s, feat.bucket_s)
             assert f[count_column(name)].iat[r] == same.sum(), (name, r)
             assert f[pos_column(name)].iat[r] == y[same].sum(), (name, r)
