@@ -136,6 +136,44 @@ def demo(
     run_demo(out, impressions=impressions, serve=serve, host=host, port=port)
 
 
+@app.command()
+def materialize(
+    model: Annotated[Path, typer.Option(help="artifact folder (decides the spec and the key version)")],
+    raw: Annotated[Path, typer.Option(help="folder with impressions, users, items tables")],
+    redis_url: Annotated[Optional[str], typer.Option(envvar="REDIS_URL", help="redis://host:port/db")] = None,
+    prefix: Annotated[str, typer.Option(help="key prefix: {prefix}:v{feature_version}:u|i:{id}")] = "rec",
+    as_of: Annotated[Optional[int], typer.Option(help="statistics from events strictly before this unix time")] = None,
+    ttl: Annotated[Optional[int], typer.Option(help="expire records after this many seconds")] = None,
+    quiet: bool = False,
+) -> None:
+    """Load user and item rows + impression statistics into Redis under versioned keys (idempotent)."""
+    from pipelines.materialize import run_materialize
+
+    if not redis_url:
+        raise RecsysError("materialize writes to Redis: pass --redis-url URL or set REDIS_URL "
+                          "(the embedded store is filled by `recsys serve --raw DIR` itself)")
+    run_materialize(model, raw, redis_url, prefix=prefix, as_of=as_of, ttl_s=ttl, progress=not quiet)
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option(help="artifact folder")],
+    raw: Annotated[Optional[Path], typer.Option(help="raw tables that fill the embedded store (no Redis)")] = None,
+    redis_url: Annotated[Optional[str], typer.Option(envvar="REDIS_URL", help="serve features from Redis")] = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per worker (default 1)")] = None,
+    prefix: Annotated[Optional[str], typer.Option(help="key prefix used by materialize")] = None,
+    access_log: bool = False,
+) -> None:
+    """Serve the model over HTTP (POST /v1/recommendations, /v1/score, /v1/events; /metrics; /docs)."""
+    from pipelines.serving import serve_model
+
+    serve_model(model, raw_dir=raw, host=host, port=port, redis_url=redis_url, workers=workers, threads=threads,
+                prefix=prefix, access_log=access_log)
+
+
 def main() -> None:
     """Entry point: library errors become one line on stderr and exit code 2."""
     try:

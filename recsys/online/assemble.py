@@ -1,0 +1,215 @@
+"""Store records + request → the raw columns `FeaturePipeline.transform` reads, vectorized.
+
+Shared by the service (scoring), by `POST /v1/events` (which counters an event increments) and by
+`materialize` (the counter field names), so the three cannot drift apart. Offline, a row's raw
+columns are its impression's keys, timestamp and context, the joined user and item attributes, and
+its statistics' counters computed strictly before it; online the same columns come from the request
+(keys, timestamp, context) and from the store (attributes, counters). A missing record or field is
+a cold start: empty attributes and zero counters, exactly what the offline join gives an unseen id.
+
+Loops here run over distinct users or distinct statistic sub-keys (a user's categories), never over
+candidates; per-candidate work is numpy, or C iteration (`map`, `zip`, `dict.fromkeys`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys.features.statistics import counter_field, sub_key
+from recsys.features.transforms import as_float, as_str
+from recsys.online.plan import ColumnKind, OnlinePlan
+from recsys.store.base import Fetched
+from recsys.store.keys import KeySpace
+
+__all__ = ["Rows", "Read", "plan_read", "assemble", "counter_updates", "counter_fields", "typed"]
+
+
+@dataclass
+class Rows:
+    """The (user, item, timestamp, context) rows of one request; users deduplicated for the fetch."""
+
+    user_ids: np.ndarray  # (m,) distinct user ids, object str
+    row_user: np.ndarray  # (n,) int64 index into user_ids
+    item_ids: np.ndarray  # (n,) object str
+    timestamp: np.ndarray  # (n,) int64 unix seconds
+    context: dict[str, np.ndarray]  # context column → (n,) raw request values
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @classmethod
+    def for_user(cls, user_id: str, item_ids: np.ndarray, timestamp: int,
+                 context: Mapping[str, Any]) -> "Rows":
+        """One user, many candidates, one context: the ranking request."""
+        n = len(item_ids)
+        return cls(
+            user_ids=np.array([user_id], dtype=object),
+            row_user=np.zeros(n, dtype=np.int64),
+            item_ids=item_ids,
+            timestamp=np.full(n, timestamp, dtype=np.int64),
+            context={c: np.full(n, v, dtype=object) for c, v in context.items()},
+        )
+
+    @classmethod
+    def from_records(cls, user_ids: Sequence[str], item_ids: Sequence[str], timestamps: Sequence[int],
+                     contexts: Sequence[Mapping[str, Any]], context_columns: Sequence[str]) -> "Rows":
+        """Row-oriented request bodies (/v1/score, /v1/events) → columns."""
+        codes, uniques = pd.factorize(np.asarray(user_ids, dtype=object))
+        return cls(
+            user_ids=np.asarray(uniques, dtype=object),
+            row_user=codes.astype(np.int64),
+            item_ids=np.asarray(item_ids, dtype=object),
+            timestamp=np.asarray(timestamps, dtype=np.int64),
+            context={c: np.array([ctx.get(c) for ctx in contexts], dtype=object) for c in context_columns},
+        )
+
+
+@dataclass
+class Read:
+    """One round trip's worth of keys and fields, and where each item counter lands in the reply."""
+
+    whole: list[str]  # user records, read whole (all of a user's counters come with it)
+    keys: list[str]  # one item record per row
+    fields: list[str]  # item fields: attributes, then item-keyed counters
+    context: dict[str, np.ndarray]  # typed context columns
+    item_counters: dict[str, tuple[np.ndarray, np.ndarray]]  # statistic → (n,) field index of count, pos
+    counters: bool = True  # False: attributes only (what events need to key their counters)
+
+
+def _fill_none(values: np.ndarray, fill: object) -> np.ndarray:
+    missing = np.equal(values, None)
+    if not missing.any():
+        return values
+    out = values.copy()
+    out[missing] = fill
+    return out
+
+
+def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
+    """Raw values (str from the store, JSON scalars from a request, None = missing) typed like the
+    offline columns: categories as canonical str ('' = missing), numbers as float64 (NaN = missing)."""
+    if kind == "text":
+        return as_str(_fill_none(values, ""))
+    if kind == "number":
+        if values.dtype.kind in "fiub":
+            return values.astype(np.float64)
+        try:  # float() of the stored repr is exact; pandas' parser is the fallback for odd input
+            return _fill_none(values, np.nan).astype(np.float64)
+        except (TypeError, ValueError):
+            return as_float(values)
+    return values
+
+
+def _counter(values: np.ndarray) -> np.ndarray:
+    out = typed("number", values)
+    return np.where(np.isnan(out), 0.0, out)
+
+
+def _subs(plan_sub: tuple[str, ...], columns: Mapping[str, np.ndarray], n: int) -> list[str]:
+    return sub_key([columns[c] for c in plan_sub]).tolist() if plan_sub else [""] * n
+
+
+def counter_fields(statistic: str, subs: list[str], kind: str, buckets: list[int] | None = None) -> list[str]:
+    """`counter_field` for every row ('c' count, 'p' positives; bucket -1 or None = no window),
+    formatted once per distinct (sub-key, bucket)."""
+    pairs = list(zip(subs, buckets if buckets is not None else [-1] * len(subs)))
+    names = {(s, b): counter_field(statistic, s, kind, None if b < 0 else b) for s, b in dict.fromkeys(pairs)}
+    return list(map(names.__getitem__, pairs))
+
+
+def plan_read(plan: OnlinePlan, keys: KeySpace, rows: Rows, counters: bool = True) -> Read:
+    n = len(rows)
+    context = {c: typed(plan.kind(c), rows.context.get(c, np.full(n, None, dtype=object)))
+               for c in plan.context_columns}
+    fields = list(plan.item_columns)
+    item_counters: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s in plan.statistics if counters else ():
+        if s.entity != "item":
+            continue
+        # Fields for every distinct (sub-key, bucket) of the request; per row, a matrix of their
+        # positions in the reply (w buckets per row, w = 1 without a window).
+        buckets = s.buckets(rows.timestamp)
+        w = buckets.shape[1]
+        subs = [x for x in _subs(s.sub_columns, context, n) for _ in range(w)]  # context-only (OnlinePlan)
+        flat_buckets = buckets.reshape(-1).tolist()
+        index = []
+        for kind in ("c", "p"):
+            names = counter_fields(s.name, subs, kind, flat_buckets)
+            at = {name: len(fields) + j for j, name in enumerate(dict.fromkeys(names))}
+            fields += list(at)
+            index.append(np.fromiter(map(at.__getitem__, names), np.int64, len(names)).reshape(n, w))
+        item_counters[s.name] = (index[0], index[1])
+    return Read(whole=keys.users(rows.user_ids), keys=keys.items(rows.item_ids), fields=fields,
+                context=context, item_counters=item_counters, counters=counters)
+
+
+def _as_float(v: str | None) -> float:
+    if v is None:
+        return 0.0
+    try:
+        return float(v)
+    except ValueError:
+        return float("nan")  # not a number: the pipeline treats it as 0 like a missing counter
+
+
+def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict[str, np.ndarray]:
+    records, item_rows = fetched
+    n = len(rows)
+    items = np.array(item_rows, dtype=object).reshape(n, len(read.fields))
+    cols: dict[str, np.ndarray] = {
+        plan.user_key: rows.user_ids[rows.row_user],
+        plan.item_key: rows.item_ids,
+        plan.timestamp: rows.timestamp,
+    }
+    for j, c in enumerate(plan.item_columns):
+        cols[c] = typed(plan.kind(c), items[:, j])
+    for c in plan.user_columns:
+        per_user = np.array([r.get(c) for r in records], dtype=object)
+        cols[c] = typed(plan.kind(c), per_user)[rows.row_user]
+    cols.update(read.context)
+    at = np.arange(n)[:, None]
+    for s in plan.statistics if read.counters else ():
+        if s.entity == "item":
+            ic, ip = read.item_counters[s.name]
+            cols[s.count_column] = _counter(items[at, ic]).sum(axis=1)
+            cols[s.pos_column] = _counter(items[at, ip]).sum(axis=1)
+            continue
+        # A user's counters are fields of its record: sum each distinct (user, sub-key, window) once.
+        window = s.buckets(rows.timestamp)
+        width = window.shape[1]
+        triples = list(zip(rows.row_user.tolist(), _subs(s.sub_columns, cols, n), window[:, 0].tolist()))
+        look = {}
+        for u, sub, b0 in dict.fromkeys(triples):
+            rec = records[u]
+            bks = [None] if b0 < 0 else range(b0, b0 + width)
+            look[(u, sub, b0)] = (sum(_as_float(rec.get(counter_field(s.name, sub, "c", b))) for b in bks),
+                                  sum(_as_float(rec.get(counter_field(s.name, sub, "p", b))) for b in bks))
+        vals = np.array(list(map(look.__getitem__, triples)), dtype=np.float64).reshape(n, 2)
+        cols[s.count_column], cols[s.pos_column] = vals[:, 0], vals[:, 1]
+    return cols
+
+
+def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray],
+                    labels: np.ndarray) -> tuple[list[str], list[str], list[int]]:
+    """The HINCRBYs that events (rows with assembled attributes) make: per statistic, count += 1 and
+    positives += label on the entity record's (sub-key) fields; duplicates summed."""
+    n = len(labels)
+    frames = []
+    for s in plan.statistics:
+        entity = columns[plan.user_key] if s.entity == "user" else columns[plan.item_key]
+        key = np.array(keys.users(entity) if s.entity == "user" else keys.items(entity), dtype=object)
+        subs = _subs(s.sub_columns, columns, n)
+        # An event lands in the bucket of its own timestamp (the last column of its window).
+        bucket = s.buckets(columns[plan.timestamp])[:, -1].tolist()
+        for kind, amount in (("c", np.ones(n, dtype=np.int64)), ("p", labels.astype(np.int64))):
+            frames.append(pd.DataFrame({"key": key, "field": counter_fields(s.name, subs, kind, bucket),
+                                        "amount": amount}))
+    if not frames or n == 0:
+        return [], [], []
+    total = pd.concat(frames).groupby(["key", "field"], sort=False, as_index=False)["amount"].sum()
+    total = total[total["amount"] != 0]
+    return total["key"].tolist(), total["field"].tolist(), total["amount"].astype(int).tolist()

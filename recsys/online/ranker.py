@@ -1,0 +1,124 @@
+"""Ranker: one artifact bound to the online store, the library half of the service.
+
+    rank / score:  one store round trip → assemble raw columns → the artifact's FeaturePipeline →
+                   one forward pass (Predictor) → top-k
+    record_events: one round trip for the attributes that key the statistics → one batch of HINCRBYs
+
+It holds no connection and no global state: the service owns the store and swaps whole Rankers on
+reload, so a request that started on the old model finishes on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from recsys.artifact import Artifact
+from recsys.inference import Predictor, top_k
+from recsys.online.assemble import Rows, assemble, counter_updates, plan_read
+from recsys.online.plan import OnlinePlan
+from recsys.store.base import OnlineStore
+from recsys.store.keys import KeySpace
+
+__all__ = ["Ranker", "Timings", "Scored", "Ranked"]
+
+
+@dataclass
+class Timings:
+    """Seconds per stage of one request (exported as the service's stage histogram)."""
+
+    fetch: float = 0.0
+    assemble: float = 0.0
+    transform: float = 0.0
+    score: float = 0.0
+    topk: float = 0.0
+
+    def items(self) -> list[tuple[str, float]]:
+        return list(self.__dict__.items())
+
+
+@dataclass
+class Scored:
+    probabilities: np.ndarray
+    columns: dict[str, np.ndarray]  # the raw columns the model saw (for `explain`)
+    timings: Timings = field(default_factory=Timings)
+
+
+@dataclass
+class Ranked:
+    item_ids: list[str]
+    scores: list[float]
+    candidates: int
+    timings: Timings
+
+
+class Ranker:
+    def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int | None = None) -> None:
+        self.artifact = artifact
+        self.predictor = Predictor.from_artifact(artifact)
+        self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
+        self.keys = KeySpace(prefix, artifact.feature_version)
+        popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
+        self.popular = np.array([str(i) for i in popular], dtype=object)
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    @property
+    def feature_version(self) -> str:
+        return self.artifact.feature_version
+
+    def warm_up(self, rows: int = 512) -> None:
+        """Run the whole CPU path once on cold rows, so lazily built lookup tables and the first
+        forward's allocations are paid before traffic, not by the first request."""
+        ids = self.popular[:rows] if len(self.popular) else np.array(["warm-up"], dtype=object)
+        r = Rows.for_user("warm-up", ids, int(time.time()), {})
+        read = plan_read(self.plan, self.keys, r)
+        cols = assemble(self.plan, r, read, ([{}], [[None] * len(read.fields)] * len(r)))
+        self.predictor.score(cols)
+        self.predictor.warm_up(rows)
+
+    async def score(self, store: OnlineStore, rows: Rows) -> Scored:
+        t = Timings()
+        t0 = time.perf_counter()
+        read = plan_read(self.plan, self.keys, rows)
+        fetched = await store.read(read.whole, read.keys, read.fields)
+        t1 = time.perf_counter()
+        cols = assemble(self.plan, rows, read, fetched)
+        t2 = time.perf_counter()
+        encoded = self.predictor.pipeline.transform(cols)
+        t3 = time.perf_counter()
+        probs = self.predictor.score_encoded(encoded)
+        t4 = time.perf_counter()
+        t.fetch, t.assemble, t.transform, t.score = t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        return Scored(probs, cols, t)
+
+    async def rank(self, store: OnlineStore, user_id: str, candidates: Sequence[str] | None, timestamp: int,
+                   context: Mapping[str, Any], k: int) -> Ranked:
+        """Top-k of `candidates` (or of the artifact's popular items) for one user in one context."""
+        items = self.popular if candidates is None else np.asarray(candidates, dtype=object)
+        scored = await self.score(store, Rows.for_user(user_id, items, timestamp, context))
+        t0 = time.perf_counter()
+        best = top_k(scored.probabilities, k)
+        out = Ranked(items[best].tolist(), scored.probabilities[best].tolist(), len(items), scored.timings)
+        out.timings.topk = time.perf_counter() - t0
+        return out
+
+    async def record_events(self, store: OnlineStore, rows: Rows, labels: np.ndarray,
+                            ttl_s: int | None = None) -> int:
+        """Add events to the online statistics exactly as the offline counts them. Post an event
+        after scoring its impression: the score must not see its own event (strictly before)."""
+        read = plan_read(self.plan, self.keys, rows, counters=False)
+        cols = assemble(self.plan, rows, read, await store.read(read.whole, read.keys, read.fields))
+        keys, fields, amounts = counter_updates(self.plan, self.keys, cols, labels)
+        await store.increment(keys, fields, amounts, ttl_s)
+        return len(keys)
+
+    async def materialized(self, store: OnlineStore) -> dict[str, str]:
+        """The `materialize` marker of this artifact's feature version ({} = never materialized)."""
+        records, _ = await store.read([self.keys.meta], [], [])
+        return records[0]

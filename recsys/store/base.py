@@ -1,0 +1,43 @@
+"""The online-store protocol: the few operations the service, `materialize` and events need.
+
+Every method is one network round trip at most, so a request costs one trip whatever its size.
+Values are strings (raw, unencoded feature values and integer counters); a missing record reads as
+an empty dict / all-None fields, never as an error: that is how cold-start users and items look.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+__all__ = ["OnlineStore", "Fetched"]
+
+# (whole records of `whole` keys, `fields` values of each `keys` key) as returned by `read`.
+Fetched = tuple[list[dict[str, str]], list[list[str | None]]]
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """Implemented by `MemoryStore` (embedded default) and `RedisStore` (production)."""
+
+    name: str  # for logs and /readyz, without credentials
+
+    async def read(self, whole: Sequence[str], keys: Sequence[str], fields: Sequence[str]) -> Fetched:
+        """In one round trip: every field of each `whole` key ({} when absent, like HGETALL) and the
+        values of `fields` for each of `keys` (None when the record or field is absent, like HMGET)."""
+        ...
+
+    async def write(self, keys: Sequence[str], records: Sequence[Mapping[str, str]], ttl_s: int | None = None) -> int:
+        """Replace each key's record by its mapping, atomically for the batch (readers see the old or
+        the new records, never half of one). Returns the number of records written."""
+        ...
+
+    async def increment(self, keys: Sequence[str], fields: Sequence[str], amounts: Sequence[int],
+                        ttl_s: int | None = None) -> None:
+        """Add integer `amounts` to integer fields (absent = 0), atomically for the batch."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StoreError` when the store cannot serve."""
+        ...
+
+    async def close(self) -> None: ...

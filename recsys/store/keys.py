@@ -1,0 +1,50 @@
+"""The written-down, versioned key layout of the online store.
+
+    {prefix}:v{feature_version}:u:{user_id}   HASH: the user's raw attribute columns + counter fields
+    {prefix}:v{feature_version}:i:{item_id}   HASH: the item's raw attribute columns + counter fields
+    {prefix}:v{feature_version}:meta          HASH: written last by `materialize` (what, when, as of)
+
+`feature_version` is the artifact's spec hash (`Artifact.feature_version`): two models whose feature
+specs differ read disjoint keys, so they can serve side by side, and a new spec is rolled out by
+materializing its keys before the model that needs them is loaded. Values are raw (unencoded)
+strings; counter fields are named by `recsys.features.statistics.counter_field`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+__all__ = ["KeySpace"]
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    prefix: str
+    feature_version: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ValueError(f"key prefix must be non-empty without spaces, got {self.prefix!r}")
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:v{self.feature_version}:"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.base}meta"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.base}u:{user_id}"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.base}i:{item_id}"
+
+    def users(self, ids: Iterable[str]) -> list[str]:
+        base = f"{self.base}u:"
+        return [base + i for i in ids]
+
+    def items(self, ids: Iterable[str]) -> list[str]:
+        base = f"{self.base}i:"
+        return [base + i for i in ids]

@@ -1,0 +1,51 @@
+"""Loading a model for serving, shared by start-up and /admin/reload.
+
+Everything slow (reading and hash-checking the artifact, filling the embedded store, the warm-up
+forward) runs in worker threads, so a reload never stalls the requests being served meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pipelines.materialize import materialize
+from recsys.artifact import load_artifact
+from recsys.errors import ArtifactError, SpecError
+from recsys.online import Ranker
+from recsys.store.base import OnlineStore
+from recsys.store.memory import MemoryStore
+from service.settings import ServiceSettings
+
+__all__ = ["prepare_ranker"]
+
+log = logging.getLogger("service")
+
+
+async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_dir: Path,
+                         require_features: bool) -> Ranker:
+    """Load, verify and warm a Ranker for `model_dir`. The embedded store is filled from
+    RECSYS_RAW_DIR when it lacks the model's feature version; with Redis, `require_features` refuses
+    a model whose keys nobody materialized (a reload must not switch traffic to all-cold features)."""
+    artifact = await asyncio.to_thread(load_artifact, model_dir)
+    try:
+        ranker = Ranker(artifact, settings.key_prefix, settings.popular_candidates)
+    except SpecError as err:
+        raise ArtifactError(f"artifact {model_dir} cannot be served online: {err}") from None
+    if not await ranker.materialized(store):
+        if isinstance(store, MemoryStore):
+            if settings.raw_dir is None:
+                raise ArtifactError("the embedded store is filled from the raw tables at start-up (fix: set "
+                                    "RECSYS_RAW_DIR / pass --raw DIR, or use Redis via REDIS_URL)")
+            await materialize(artifact.pipeline.spec, settings.raw_dir, store, ranker.keys, log=log.info)
+        elif require_features:
+            raise ArtifactError(
+                f"the store {store.name} holds no features for feature version {ranker.feature_version} of "
+                f"{model_dir} (fix: recsys materialize --model {model_dir} --raw DIR --redis-url URL, then reload)")
+        else:
+            log.warning("no features materialized for feature version %s in %s: every request is a cold "
+                        "start until `recsys materialize` runs (/readyz says not_ready)",
+                        ranker.feature_version, store.name)
+    await asyncio.to_thread(ranker.warm_up)
+    return ranker

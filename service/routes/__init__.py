@@ -1,0 +1,1 @@
+"""HTTP routes, thin: parse, check, call the Ranker, shape the response."""
