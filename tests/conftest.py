@@ -1,0 +1,92 @@
+"""Shared fixtures: a real redis-server on a free port (never mocked), tiny synthetic data, a tiny
+trained artifact. Heavier fixtures are session-scoped so the suite stays within minutes."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """A private redis-server for the test session, stopped afterwards."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (fix: apt-get install -y redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small synthetic raw tables (seeded): 400 users, 300 items, 20k impressions."""
+    from pipelines.generate import SyntheticConfig, write
+
+    out = tmp_path_factory.mktemp("raw")
+    write(SyntheticConfig(users=400, items=300, impressions=20_000, days=10, seed=7), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.build_features import build_features
+    from recsys.spec import load_spec
+
+    out = tmp_path_factory.mktemp("features") / "features"
+    build_features(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), tiny_raw, out,
+                   log=lambda _: None, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.train import run_train
+
+    out = tmp_path_factory.mktemp("artifact") / "model"
+    run_train(tiny_features, out, {"epochs": 2}, log=lambda _: None, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    """MovieLens 100K, read where it lies (never copied into the repo). RECSYS_MOVIELENS overrides the
+    default ../shared/data/movielens-100k, e.g. for a clone outside /work. Missing data FAILS the test:
+    CI has ../shared beside the repo, so a skip would hide a broken set-up."""
+    import os
+
+    path = Path(os.environ.get("RECSYS_MOVIELENS", MOVIELENS))
+    if not (path / "u.data").is_file():
+        pytest.fail(f"MovieLens 100K not found at {path} (u.data missing); fix: put ../shared/data/movielens-100k "
+                    f"beside the repo or set RECSYS_MOVIELENS=/path/to/ml-100k")
+    return path
