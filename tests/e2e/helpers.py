@@ -25,10 +25,24 @@ def recsys_command() -> str:
     return found
 
 
-def run_cli(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def start_cli(*args: object) -> subprocess.Popen[str]:
+    """Start `recsys ARGS` without waiting (several can run side by side)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([recsys_command(), *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=tempfile.gettempdir())  # stray relative outputs stay out of the repo
+    return subprocess.Popen([recsys_command(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tempfile.gettempdir())  # stray relative outputs stay out of the repo
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def run_cli(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return finish(start_cli(*args), timeout)
 
 
 def run_ok(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
