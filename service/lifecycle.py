@@ -38,7 +38,8 @@ async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_di
             if settings.raw_dir is None:
                 raise ArtifactError("the embedded store is filled from the raw tables at start-up (fix: set "
                                     "RECSYS_RAW_DIR / pass --raw DIR, or use Redis via REDIS_URL)")
-            await materialize(artifact.pipeline.spec, settings.raw_dir, store, ranker.keys, log=log.info)
+            await materialize(artifact.pipeline.spec, settings.raw_dir, store, ranker.keys, as_of=settings.as_of,
+                              log=log.info)
         elif require_features:
             raise ArtifactError(
                 f"the store {store.name} holds no features for feature version {ranker.feature_version} of "

@@ -8,6 +8,7 @@ conventional `REDIS_URL`. `recsys serve` sets the same fields from its flags.
 | RECSYS_MODEL_DIR           | runs/demo/model| artifact folder to serve (`recsys train --out`) |
 | REDIS_URL / RECSYS_REDIS_URL | unset        | Redis feature store; unset = the embedded in-process store |
 | RECSYS_RAW_DIR             | unset          | raw tables that fill the embedded store at start-up (required without Redis) |
+| RECSYS_AS_OF               | unset          | embedded store only: statistics from events strictly before this unix time (replays, backtests) |
 | RECSYS_KEY_PREFIX          | rec            | first part of every store key: `{prefix}:v{feature_version}:u:{id}` |
 | RECSYS_REDIS_TIMEOUT_MS    | 50             | one store round trip longer than this fails the request with 503 |
 | RECSYS_REDIS_POOL_SIZE     | 16             | connections per worker process |
@@ -38,6 +39,7 @@ class ServiceSettings(BaseSettings):
     model_dir: Path = Path("runs/demo/model")
     redis_url: str | None = Field(None, validation_alias=AliasChoices("RECSYS_REDIS_URL", "REDIS_URL", "redis_url"))
     raw_dir: Path | None = None
+    as_of: int | None = None
     key_prefix: str = Field("rec", min_length=1, pattern=r"^\S+$")
     redis_timeout_ms: float = Field(50.0, gt=0)
     redis_pool_size: int = Field(16, ge=1)

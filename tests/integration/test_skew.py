@@ -1,0 +1,78 @@
+"""Zero training/serving skew, proven by replay: the probabilities `recsys evaluate` computes offline
+for the test split equal those a live service computes from the online store (to 1e-5), and the
+impression statistics the service builds from POST /v1/events equal the offline point-in-time ones."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.materialize import materialize
+from recsys.artifact import load_artifact
+from recsys.store.keys import KeySpace
+from recsys.store.redis import RedisStore
+from service.app import create_app
+from service.settings import ServiceSettings
+
+from .conftest import TOKEN
+from .replay import Replay, first_test_timestamp, replay
+
+pytestmark = pytest.mark.redis
+
+
+def _check(r: Replay) -> None:
+    assert len(r.online) >= 1000
+    assert r.offline.std() > 0.01, "the model must vary with its inputs for the comparison to mean anything"
+    np.testing.assert_allclose(r.online, r.offline, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(r.online_counters.to_numpy(), r.offline_counters.to_numpy())
+    assert r.online_counters.to_numpy().max() > 0
+
+
+@pytest.fixture(scope="module")
+def redis_replay(redis_url: str, tiny_raw: Path, tiny_features: Path, tiny_artifact: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Replay:
+    from .conftest import start_uvicorn
+
+    artifact = load_artifact(tiny_artifact)
+    keys = KeySpace("skew", artifact.feature_version)
+
+    async def fill() -> None:
+        store = RedisStore(redis_url)
+        await materialize(artifact.pipeline.spec, tiny_raw, store, keys, as_of=first_test_timestamp(tiny_features),
+                          log=lambda _: None)
+        await store.close()
+
+    asyncio.run(fill())
+    proc, url = start_uvicorn({"RECSYS_MODEL_DIR": str(tiny_artifact), "REDIS_URL": redis_url,
+                               "RECSYS_KEY_PREFIX": "skew", "RECSYS_ADMIN_TOKEN": TOKEN},
+                              tmp_path_factory.mktemp("uvicorn") / "log")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            return replay(client.post, tiny_raw, tiny_features, tiny_artifact, TOKEN)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_live_uvicorn_on_redis_serves_the_offline_probabilities(redis_replay: Replay) -> None:
+    _check(redis_replay)
+
+
+def test_events_rebuild_the_offline_statistics_in_redis(redis_replay: Replay) -> None:
+    np.testing.assert_array_equal(redis_replay.online_counters.to_numpy(), redis_replay.offline_counters.to_numpy())
+
+
+def test_embedded_store_serves_the_offline_probabilities_with_windowed_statistics(
+        tiny_raw: Path, windowed_features: Path, windowed_artifact: Path) -> None:
+    settings = ServiceSettings(model_dir=windowed_artifact, raw_dir=tiny_raw, admin_token=TOKEN,
+                               as_of=first_test_timestamp(windowed_features))
+    with TestClient(create_app(settings)) as client:
+        r = replay(client.post, tiny_raw, windowed_features, windowed_artifact, TOKEN)
+    _check(r)
+    windowed = [c for c in r.online_counters if c.startswith(("user_last_day", "item_last_week", "item_device_2d"))]
+    assert len(windowed) == 6 and (r.online_counters[windowed].to_numpy() > 0).any()

@@ -1,0 +1,72 @@
+"""The library half of serving: which fields a request reads and how raw values are typed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from recsys.errors import SpecError
+from recsys.features.statistics import counter_field
+from recsys.online import OnlinePlan, Rows, assemble, plan_read
+from recsys.online.assemble import counter_fields, typed
+from recsys.spec import parse_spec
+from recsys.store.keys import KeySpace
+from tests.conftest import REPO
+
+
+def _spec(**extra_features: dict) -> object:
+    data = yaml.safe_load((REPO / "pipelines" / "specs" / "synthetic.yaml").read_text())
+    data["features"].update(extra_features)
+    return parse_spec(data)
+
+
+def test_plan_reads_attributes_from_the_right_tables_and_types_them() -> None:
+    plan = OnlinePlan.from_spec(_spec())
+    assert plan.user_columns == ("country", "language", "age_bucket", "gender")
+    assert set(plan.item_columns) == {"creator_id", "category", "duration_s", "upload_time"}
+    assert plan.context_columns == ("device",)
+    assert plan.kind("category") == "text" and plan.kind("duration_s") == "number"
+    assert plan.kind("upload_time") == "number" and plan.kind("user_id") == "text"
+
+
+def test_item_keyed_statistic_with_a_user_attribute_is_refused_with_the_fix() -> None:
+    spec = _spec(item_country={"type": "statistic", "key": ["item_id", "country"]})
+    with pytest.raises(SpecError, match="item_country.*context columns"):
+        OnlinePlan.from_spec(spec)
+
+
+def test_counter_fields_format_like_counter_field() -> None:
+    subs = ["", "cat1", "cat1", ""]
+    assert counter_fields("s", subs, "c") == [counter_field("s", x, "c") for x in subs]
+    assert counter_fields("s", subs, "p", [5, 5, 6, 7]) == [counter_field("s", x, "p", b) for x, b in zip(subs, [5, 5, 6, 7])]
+
+
+def test_typed_values_equal_the_offline_values() -> None:
+    stored = np.array(["0.1", None, "53", "1e-7"], dtype=object)
+    out = typed("number", stored)
+    assert out.dtype == np.float64 and np.isnan(out[1])
+    assert out[[0, 2, 3]].tolist() == [0.1, 53.0, 1e-7]
+    assert typed("text", np.array(["a", None, 3], dtype=object)).tolist() == ["a", "", "3"]
+    assert typed("number", np.array(["oops", "2"], dtype=object))[1] == 2.0  # pandas fallback, no crash
+
+
+def test_windowed_statistics_sum_their_buckets_and_cold_rows_read_zero() -> None:
+    spec = _spec(user_day={"type": "statistic", "key": ["user_id"], "window": "2d", "window_buckets": 2},
+                 item_dev={"type": "statistic", "key": ["item_id", "device"], "window": "2d", "window_buckets": 2})
+    plan = OnlinePlan.from_spec(spec)
+    keys = KeySpace("t", "x")
+    day = 86_400
+    ts = 100 * day + 5
+    rows = Rows.for_user("u", np.array(["i1", "i2"], dtype=object), ts, {"device": "ios"})
+    read = plan_read(plan, keys, rows)
+    # buckets 98, 99, 100 are inside the window of an impression in bucket 100; 97 is not
+    user = {counter_field("user_day", "", "c", b): "1" for b in (97, 98, 99, 100)}
+    fields = {f: None for f in read.fields}
+    for b, n in ((97, "9"), (98, "2"), (100, "3")):
+        fields[counter_field("item_dev", "ios", "c", b)] = n
+    item_row = [fields[f] for f in read.fields]
+    cols = assemble(plan, rows, read, ([user], [item_row, [None] * len(read.fields)]))
+    assert cols["user_day__count"].tolist() == [3.0, 3.0]
+    assert cols["item_dev__count"].tolist() == [5.0, 0.0]
+    assert cols["category"].tolist() == ["", ""] and np.isnan(cols["duration_s"]).all()
