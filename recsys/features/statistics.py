@@ -14,16 +14,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recsys.features.transforms import as_str
+from recsys.features.transforms import as_dictionary, as_str
 
 __all__ = ["key_codes", "window_start", "point_in_time_counts", "totals_before", "counter_field", "sub_key"]
 
 
 def key_codes(columns: list[np.ndarray]) -> np.ndarray:
-    """One int64 code per distinct combination of the key columns (dense, via factorize)."""
+    """One int64 code per distinct combination of the key columns (dense). Categorical columns are
+    used through their codes (`as_dictionary`), so a 10 M-row key hashes no strings."""
     code = np.zeros(len(columns[0]), dtype=np.int64)
     for col in columns:
-        c, uniques = pd.factorize(as_str(col))
+        c, uniques = as_dictionary(col)
         code = code * (len(uniques) + 1) + c
         code, _ = pd.factorize(code)  # re-densify so that multi-column codes cannot overflow
         code = code.astype(np.int64)
@@ -41,7 +42,8 @@ def window_start(ts: np.ndarray, window_s: int, bucket_s: int) -> np.ndarray:
 def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray,
                          window_s: int | None = None, bucket_s: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(count, positives) of events with the same code and a timestamp strictly before the row's
-    (and, with a window, at or after `window_start`). Vectorized: one sort, two binary searches."""
+    (and, with a window, at or after `window_start`). Vectorized: one sort, then linear passes
+    (and one binary search of ascending queries for a window)."""
     n = len(codes)
     if n == 0:
         return np.zeros(0, np.float64), np.zeros(0, np.float64)
@@ -50,17 +52,34 @@ def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray,
     lo = int(ts.min()) - (window_s or 0) - (bucket_s or 0)
     span = int(ts.max()) - lo + 1
     # One sortable int64 per event: (code, time). Lower bound of (code, t) = first event at >= t.
+    # Everything is computed in sorted order, where the searches' queries ascend (cache-friendly:
+    # 10 M random binary searches took ~30 s), then scattered back to the input order.
     composite = codes * span + (ts - lo)
-    order = np.argsort(composite, kind="stable")
+    order = np.argsort(composite)  # ties need no stable order: a range never splits a (code, t) run
     sorted_comp = composite[order]
-    cum_pos = np.r_[0.0, np.cumsum(np.asarray(label, dtype=np.float64)[order])]
-    upper = np.searchsorted(sorted_comp, composite, side="left")
+    del composite
+    cum_pos = np.zeros(n + 1)
+    np.cumsum(np.asarray(label, dtype=np.float64)[order], out=cum_pos[1:])
+    upper = _run_starts(sorted_comp)  # first event of the row's own (code, t): strictly earlier before it
+    sorted_codes = sorted_comp // span
     if window_s is None:
-        lower = np.searchsorted(sorted_comp, codes * span, side="left")
+        lower = _run_starts(sorted_codes)
     else:
-        lower = np.searchsorted(sorted_comp, codes * span + (window_start(ts, window_s, bucket_s or window_s) - lo),
-                                side="left")
-    return (upper - lower).astype(np.float64), cum_pos[upper] - cum_pos[lower]
+        start = window_start(sorted_comp - sorted_codes * span + lo, window_s, bucket_s or window_s)
+        lower = np.searchsorted(sorted_comp, sorted_codes * span + (start - lo), side="left")
+    count, pos = np.empty(n), np.empty(n)
+    count[order] = upper - lower
+    pos[order] = cum_pos[upper] - cum_pos[lower]
+    return count, pos
+
+
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Index of the first element of each element's run of equal values, in a sorted array."""
+    idx = np.arange(len(sorted_values))
+    new_run = np.empty(len(sorted_values), dtype=bool)
+    new_run[0] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
+    return np.maximum.accumulate(np.where(new_run, idx, 0))
 
 
 def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, as_of: int | None,

@@ -4,6 +4,11 @@ parquet split offline and to one request's candidates online.
 
 Id conventions (shared by every sparse transform): local id 0 means unseen / missing / padding, so
 unseen values never raise; real values get ids 1..n.
+
+Inputs are plain arrays (a request's few hundred rows) or pandas Categoricals (a 10 M-row split whose
+string columns were read dictionary-encoded). Every string transform works on the distinct values
+(`as_dictionary`) and broadcasts by code, so both take the same path and a big split costs one pass
+over small integer codes instead of one string hash per row.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from recsys.errors import NotFittedError
 
 __all__ = [
     "as_str",
+    "as_dictionary",
     "as_float",
     "Vocabulary",
     "MultiHotVocabulary",
@@ -32,6 +38,9 @@ __all__ = [
 
 def as_str(values: Any) -> np.ndarray:
     """Raw categorical values as an object array of str; None/NaN become '' (never in a vocabulary)."""
+    if isinstance(values, (pd.Categorical, pd.Series)) and isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = as_dictionary(values)
+        return uniques[codes]
     arr = np.asarray(values, dtype=object)
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -51,8 +60,31 @@ def _canonical_str(v: Any) -> str:
     return str(v)
 
 
+def as_dictionary(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) with `as_str(values) == uniques[codes]` and uniques distinct.
+
+    A Categorical is used as it is (its categories canonicalized, missing codes mapped to ''), so a
+    large split never materializes one Python string per row; a plain array is factorized once."""
+    if isinstance(values, pd.Series):
+        values = values.array
+    if isinstance(values, pd.Categorical):
+        # Code -1 (missing) picks the appended '' at the end.
+        cats = np.append(as_str(values.categories.to_numpy(dtype=object)), np.array([""], dtype=object))
+        codes = values.codes
+    else:
+        codes, cats = pd.factorize(as_str(values))
+        cats = np.asarray(cats, dtype=object)
+    # Canonical forms can collide (1 and 1.0 are both '1'): merge them.
+    merged, uniques = pd.factorize(cats)
+    return merged[codes], np.asarray(uniques, dtype=object)
+
+
 def as_float(values: Any) -> np.ndarray:
     """Raw numeric values as float64; unparsable strings and None become NaN."""
+    if isinstance(values, pd.Series):
+        values = values.array
+    if isinstance(values, pd.Categorical):
+        return np.append(as_float(values.categories.to_numpy(dtype=object)), np.nan)[values.codes]
     arr = np.asarray(values)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64, copy=False)
@@ -69,11 +101,17 @@ class Vocabulary:
         self._index: pd.Index | None = None
 
     def fit(self, values: np.ndarray) -> "Vocabulary":
-        counts = pd.Series(as_str(values)).value_counts(sort=False)
-        counts = counts[(counts.index != "") & (counts >= self.min_count)]
+        codes, uniques = as_dictionary(values)
+        return self.fit_counts(uniques, np.bincount(codes, minlength=len(uniques)))
+
+    def fit_counts(self, uniques: np.ndarray, counts: np.ndarray) -> "Vocabulary":
+        """Fit from distinct canonical strings and their train counts (a multi-hot column's tokens
+        arrive this way, weighted by how often each distinct row occurs)."""
+        keep = (uniques != "") & (counts >= self.min_count)
+        uniques, counts = uniques[keep], counts[keep]
         # Stable order: by count desc, then value, so refits on the same data give the same ids.
-        order = np.lexsort((counts.index.to_numpy(dtype=str), -counts.to_numpy()))
-        kept = counts.index.to_numpy(dtype=object)[order]
+        order = np.lexsort((uniques.astype(str), -counts))
+        kept = uniques[order]
         if self.max_size is not None:
             kept = kept[: self.max_size]
         self.values = [str(v) for v in kept]
@@ -91,10 +129,16 @@ class Vocabulary:
         return self.values
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Vectorized hash lookup (pandas Index): unseen values map to 0, never raise."""
+        """Vectorized hash lookup (pandas Index) of the distinct values: unseen map to 0, never raise."""
+        codes, uniques = as_dictionary(values)
+        return self.encode_distinct(uniques)[codes]
+
+    def encode_distinct(self, uniques: np.ndarray) -> np.ndarray:
+        """Ids of canonical strings (as `as_str` gives them)."""
         if self._index is None:
             self._index = pd.Index(self._require(), dtype=object)
-        return self._index.get_indexer(as_str(values)).astype(np.int64) + 1
+        # An object Index target: a bare ndarray sends pandas 3 through dtype inference (5x slower).
+        return self._index.get_indexer(pd.Index(uniques, dtype=object)).astype(np.int64) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"min_count": self.min_count, "max_size": self.max_size, "values": self._require()}
@@ -106,9 +150,9 @@ class Vocabulary:
         return v
 
 
-def _split_tokens(values: np.ndarray, separator: str) -> pa.ListArray:
-    arr = pa.array(as_str(values), type=pa.string())
-    return pc.split_pattern(arr, pattern=separator)
+def _split_tokens(uniques: np.ndarray, separator: str) -> pa.ListArray:
+    """Token lists of canonical strings."""
+    return pc.split_pattern(pa.array(uniques, type=pa.string()), pattern=separator)
 
 
 class MultiHotVocabulary:
@@ -120,8 +164,13 @@ class MultiHotVocabulary:
         self.vocab = Vocabulary(min_count)
 
     def fit(self, values: np.ndarray) -> "MultiHotVocabulary":
-        tokens = _split_tokens(values, self.separator).flatten()
-        self.vocab.fit(tokens.to_numpy(zero_copy_only=False))
+        codes, uniques = as_dictionary(values)
+        lists = _split_tokens(uniques, self.separator)
+        # Each distinct row's tokens count as often as the row occurs.
+        weight = np.repeat(np.bincount(codes, minlength=len(uniques)), np.diff(lists.offsets.to_numpy()))
+        tok_codes, tokens = pd.factorize(lists.flatten().to_numpy(zero_copy_only=False))
+        self.vocab.fit_counts(np.asarray(tokens, dtype=object), np.bincount(tok_codes, weights=weight,
+                                                                              minlength=len(tokens)).astype(np.int64))
         return self
 
     @property
@@ -129,7 +178,11 @@ class MultiHotVocabulary:
         return self.vocab.size
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        lists = _split_tokens(values, self.separator)
+        codes, uniques = as_dictionary(values)
+        return self._encode_distinct(uniques)[codes]
+
+    def _encode_distinct(self, uniques: np.ndarray) -> np.ndarray:
+        lists = _split_tokens(uniques, self.separator)
         n = len(lists)
         offsets = lists.offsets.to_numpy()
         ids = self.vocab.encode(lists.flatten().to_numpy(zero_copy_only=False))
@@ -175,11 +228,11 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def hash_strings(values: np.ndarray, buckets: int) -> np.ndarray:
     """Stable string hash → 1..buckets-1 (0 stays the missing id). Needs no fitting."""
-    arr = as_str(values)
-    h = pd.util.hash_array(arr, categorize=False)
+    codes, uniques = as_dictionary(values)
+    h = pd.util.hash_array(uniques, categorize=False)
     ids = (h % np.uint64(buckets - 1)).astype(np.int64) + 1
-    ids[arr == ""] = 0
-    return ids
+    ids[uniques == ""] = 0
+    return ids[codes]
 
 
 def hash_cross(components: list[np.ndarray], buckets: int) -> np.ndarray:
