@@ -110,13 +110,30 @@ def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _counter(values: np.ndarray) -> np.ndarray:
-    out = typed("number", values)
-    return np.where(np.isnan(out), 0.0, out)
-
-
 def _subs(plan_sub: tuple[str, ...], columns: Mapping[str, np.ndarray], n: int) -> list[str]:
     return sub_key([columns[c] for c in plan_sub]).tolist() if plan_sub else [""] * n
+
+
+def _sub_array(plan_sub: tuple[str, ...], columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    return sub_key([columns[c] for c in plan_sub]) if plan_sub else None
+
+
+def _distinct(*columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct combination of the columns, each row's combination number).
+    Hash-based (pandas factorize), so the Python work that follows runs per combination — a user's
+    few categories, one window — instead of per candidate. None and constant columns are skipped:
+    a ranking request has one user, one timestamp and one context."""
+    varying = [c for c in columns if c is not None and len(c) and not (c == c[0]).all()]
+    n = next((len(c) for c in columns if c is not None), 0)
+    if not varying:
+        return np.zeros(min(n, 1), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    combo, uniques = pd.factorize(varying[0])
+    for col in varying[1:]:
+        codes, more = pd.factorize(col)
+        combo, uniques = pd.factorize(combo.astype(np.int64) * len(more) + codes)
+    first = np.zeros(len(uniques), dtype=np.int64)
+    first[combo[::-1]] = np.arange(n - 1, -1, -1)  # the last write wins: each combination's first row
+    return first, combo
 
 
 def counter_fields(statistic: str, subs: list[str], kind: str, buckets: list[int] | None = None) -> list[str]:
@@ -133,22 +150,23 @@ def plan_read(plan: OnlinePlan, keys: KeySpace, rows: Rows, counters: bool = Tru
                for c in plan.context_columns}
     fields = list(plan.item_columns)
     item_counters: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    at: dict[str, int] = {}  # counter field → position in `fields`
     for s in plan.statistics if counters else ():
         if s.entity != "item":
             continue
-        # Fields for every distinct (sub-key, bucket) of the request; per row, a matrix of their
-        # positions in the reply (w buckets per row, w = 1 without a window).
-        buckets = s.buckets(rows.timestamp)
-        w = buckets.shape[1]
-        subs = [x for x in _subs(s.sub_columns, context, n) for _ in range(w)]  # context-only (OnlinePlan)
-        flat_buckets = buckets.reshape(-1).tolist()
-        index = []
-        for kind in ("c", "p"):
-            names = counter_fields(s.name, subs, kind, flat_buckets)
-            at = {name: len(fields) + j for j, name in enumerate(dict.fromkeys(names))}
-            fields += list(at)
-            index.append(np.fromiter(map(at.__getitem__, names), np.int64, len(names)).reshape(n, w))
-        item_counters[s.name] = (index[0], index[1])
+        # Per distinct (sub-key, window) of the request: its w bucket fields (w = 1 without a
+        # window); per row, the positions of its combination's fields in the reply.
+        window = s.buckets(rows.timestamp)
+        sub = _sub_array(s.sub_columns, context)  # context-only by construction (OnlinePlan)
+        first, combo = _distinct(sub, window[:, 0])
+        pos = np.empty((2, len(first), window.shape[1]), dtype=np.int64)
+        for j, r in enumerate(first.tolist()):
+            for k, kind in enumerate(("c", "p")):
+                for t, b in enumerate(window[r].tolist()):
+                    name = counter_field(s.name, "" if sub is None else sub[r], kind, None if b < 0 else b)
+                    pos[k, j, t] = at.setdefault(name, len(fields) + len(at))
+        item_counters[s.name] = (pos[0][combo], pos[1][combo])
+    fields += list(at)
     return Read(whole=keys.users(rows.user_ids), keys=keys.items(rows.item_ids), fields=fields,
                 context=context, item_counters=item_counters, counters=counters)
 
@@ -162,17 +180,45 @@ def _as_float(v: str | None) -> float:
         return float("nan")  # not a number: the pipeline treats it as 0 like a missing counter
 
 
+def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None], n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The items' reply, typed in bulk: one None scan and one float parse for every numeric field
+    (attributes and counters), instead of one pass per column. Store values are str or None, so
+    text needs no canonicalization. Returns the attribute columns and the float matrix (NaN =
+    missing or not a number) that the counters are read from."""
+    items = np.array(flat, dtype=object).reshape(n, len(read.fields))
+    missing = np.equal(items, None)
+    n_attr = len(plan.item_columns)
+    numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"] + list(range(n_attr, items.shape[1]))
+    numbers = np.full(items.shape, np.nan)
+    if numeric:
+        part = items[:, numeric]
+        part[missing[:, numeric]] = "nan"
+        try:
+            numbers[:, numeric] = part.astype(np.float64)
+        except (TypeError, ValueError):  # something else wrote a non-number: pandas coerces it to NaN
+            numbers[:, numeric] = np.stack([as_float(part[:, k]) for k in range(part.shape[1])], axis=1)
+    cols: dict[str, np.ndarray] = {}
+    for j, c in enumerate(plan.item_columns):
+        kind = plan.kind(c)
+        if kind == "number":
+            cols[c] = numbers[:, j]
+        elif kind == "text" and missing[:, j].any():
+            cols[c] = np.where(missing[:, j], "", items[:, j])
+        else:
+            cols[c] = items[:, j]
+    return cols, numbers
+
+
 def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict[str, np.ndarray]:
-    records, item_rows = fetched
+    records, flat = fetched
     n = len(rows)
-    items = np.array(item_rows, dtype=object).reshape(n, len(read.fields))
+    item_cols, numbers = _item_matrix(plan, read, flat, n)
     cols: dict[str, np.ndarray] = {
         plan.user_key: rows.user_ids[rows.row_user],
         plan.item_key: rows.item_ids,
         plan.timestamp: rows.timestamp,
+        **item_cols,
     }
-    for j, c in enumerate(plan.item_columns):
-        cols[c] = typed(plan.kind(c), items[:, j])
     for c in plan.user_columns:
         per_user = np.array([r.get(c) for r in records], dtype=object)
         cols[c] = typed(plan.kind(c), per_user)[rows.row_user]
@@ -181,21 +227,20 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
     for s in plan.statistics if read.counters else ():
         if s.entity == "item":
             ic, ip = read.item_counters[s.name]
-            cols[s.count_column] = _counter(items[at, ic]).sum(axis=1)
-            cols[s.pos_column] = _counter(items[at, ip]).sum(axis=1)
+            cols[s.count_column] = np.nan_to_num(numbers[at, ic], nan=0.0).sum(axis=1)
+            cols[s.pos_column] = np.nan_to_num(numbers[at, ip], nan=0.0).sum(axis=1)
             continue
         # A user's counters are fields of its record: sum each distinct (user, sub-key, window) once.
         window = s.buckets(rows.timestamp)
-        width = window.shape[1]
-        triples = list(zip(rows.row_user.tolist(), _subs(s.sub_columns, cols, n), window[:, 0].tolist()))
-        look = {}
-        for u, sub, b0 in dict.fromkeys(triples):
-            rec = records[u]
-            bks = [None] if b0 < 0 else range(b0, b0 + width)
-            look[(u, sub, b0)] = (sum(_as_float(rec.get(counter_field(s.name, sub, "c", b))) for b in bks),
-                                  sum(_as_float(rec.get(counter_field(s.name, sub, "p", b))) for b in bks))
-        vals = np.array(list(map(look.__getitem__, triples)), dtype=np.float64).reshape(n, 2)
-        cols[s.count_column], cols[s.pos_column] = vals[:, 0], vals[:, 1]
+        sub = _sub_array(s.sub_columns, cols)
+        first, combo = _distinct(rows.row_user, sub, window[:, 0])
+        vals = np.empty((len(first), 2), dtype=np.float64)
+        for j, r in enumerate(first.tolist()):
+            rec, key = records[rows.row_user[r]], "" if sub is None else sub[r]
+            bks = [None] if window[r, 0] < 0 else window[r].tolist()
+            vals[j] = (sum(_as_float(rec.get(counter_field(s.name, key, "c", b))) for b in bks),
+                       sum(_as_float(rec.get(counter_field(s.name, key, "p", b))) for b in bks))
+        cols[s.count_column], cols[s.pos_column] = vals[combo, 0], vals[combo, 1]
     return cols
 
 

@@ -78,7 +78,7 @@ class Ranker:
         ids = self.popular[:rows] if len(self.popular) else np.array(["warm-up"], dtype=object)
         r = Rows.for_user("warm-up", ids, int(time.time()), {})
         read = plan_read(self.plan, self.keys, r)
-        cols = assemble(self.plan, r, read, ([{}], [[None] * len(read.fields)] * len(r)))
+        cols = assemble(self.plan, r, read, ([{}], [None] * (len(read.fields) * len(r))))
         self.predictor.score(cols)
         self.predictor.warm_up(rows)
 

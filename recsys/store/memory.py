@@ -24,6 +24,8 @@ class MemoryStore:
         self._expires: dict[str, float] = {}
 
     def _get(self, key: str) -> dict[str, str] | None:
+        if not self._expires:
+            return self._data.get(key)
         deadline = self._expires.get(key)
         if deadline is not None and deadline <= time.monotonic():
             self._data.pop(key, None)
@@ -38,11 +40,11 @@ class MemoryStore:
         empty: dict[str, str] = {}
         records = [dict(self._get(k) or empty) for k in whole]
         missing = [None] * len(fields)
-        rows = []
+        flat: list[str | None] = []
         for k in keys:
             rec = self._get(k)
-            rows.append(missing if rec is None else [rec.get(f) for f in fields])
-        return records, rows
+            flat += missing if rec is None else map(rec.get, fields)
+        return records, flat
 
     async def write(self, keys: Sequence[str], records: Sequence[Mapping[str, str]], ttl_s: int | None = None) -> int:
         for key, rec in zip(keys, records, strict=True):

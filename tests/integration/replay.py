@@ -52,30 +52,55 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
     tail = np.flatnonzero(frame[spec.timestamp].to_numpy() >= as_of)  # every event the store has not seen
     ts = frame[spec.timestamp].to_numpy()[tail]
     starts = np.r_[np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]]), len(tail)]
+    records = frame.iloc[tail].to_dict("records")
     online = np.full(len(test_index), np.nan)
     online_counters = pd.DataFrame(np.nan, index=np.arange(len(test_index)), columns=counters)
-    scored = 0
     auth = {"authorization": f"Bearer {token}"}
-    for a, b in zip(starts[:-1], starts[1:]):
-        group = frame.iloc[tail[a:b]]
-        rows = [{"user_id": r[spec.user_key], "item_id": r[spec.item_key],
-                 "context": {"timestamp": int(r[spec.timestamp]), **{c: r[c] for c in context_cols}}}
-                for r in group.to_dict("records")]
-        test_rows = [i for i, at in enumerate(tail[a:b]) if is_test[at]]
-        if test_rows:
-            resp = post("/v1/score", json={"rows": [rows[i] for i in test_rows], "explain": True})
+
+    def row(r: dict[str, Any]) -> dict[str, Any]:
+        return {"user_id": r[spec.user_key], "item_id": r[spec.item_key],
+                "context": {"timestamp": int(r[spec.timestamp]), **{c: r[c] for c in context_cols}}}
+
+    batch: list[int] = []  # positions in `tail`, whole timestamp groups
+
+    def flush() -> int:
+        """Score the batch's test rows, then post all its events."""
+        scored = [i for i in batch if is_test[tail[i]]]
+        if scored:
+            resp = post("/v1/score", json={"rows": [row(records[i]) for i in scored], "explain": True})
             assert resp.status_code == 200, resp.text
             body = resp.json()
-            where = position[tail[a:b][test_rows]]
+            where = position[tail[scored]]
             online[where] = body["scores"]
             for c in counters:
                 online_counters.loc[where, c] = body["features"][c]
-            scored += len(test_rows)
-        events = [{**row, "label": int(lab)} for row, lab in zip(rows, group[spec.label])]
+        events = [{**row(records[i]), "label": int(records[i][spec.label])} for i in batch]
         resp = post("/v1/events", json={"events": events}, headers=auth)
         assert resp.status_code == 200, resp.text
-        if scored >= min_rows:
-            break
+        batch.clear()
+        return len(scored)
+
+    # Groups are batched into one request while no pending event shares a user or an item with a
+    # later group's rows: every statistic is keyed by one of them, so each row still sees exactly
+    # the events before its timestamp. That cuts the requests ~10x without changing what is proven.
+    users: set[str] = set()
+    items: set[str] = set()
+    scored = 0
+    for a, b in zip(starts[:-1], starts[1:]):
+        group = range(a, b)
+        g_users = {records[i][spec.user_key] for i in group}
+        g_items = {records[i][spec.item_key] for i in group}
+        if batch and (g_users & users or g_items & items or len(batch) > 500):
+            scored += flush()
+            users.clear()
+            items.clear()
+            if scored >= min_rows:
+                break
+        batch.extend(group)
+        users |= g_users
+        items |= g_items
+    else:
+        scored += flush()
     done = ~np.isnan(online)
     offline_counters = frame.iloc[test_index][counters].reset_index(drop=True)
     return Replay(probs[done], online[done], offline_counters[done].reset_index(drop=True),

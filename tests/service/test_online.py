@@ -66,7 +66,7 @@ def test_windowed_statistics_sum_their_buckets_and_cold_rows_read_zero() -> None
     for b, n in ((97, "9"), (98, "2"), (100, "3")):
         fields[counter_field("item_dev", "ios", "c", b)] = n
     item_row = [fields[f] for f in read.fields]
-    cols = assemble(plan, rows, read, ([user], [item_row, [None] * len(read.fields)]))
+    cols = assemble(plan, rows, read, ([user], item_row + [None] * len(read.fields)))
     assert cols["user_day__count"].tolist() == [3.0, 3.0]
     assert cols["item_dev__count"].tolist() == [5.0, 0.0]
     assert cols["category"].tolist() == ["", ""] and np.isnan(cols["duration_s"]).all()

@@ -37,23 +37,23 @@ def k() -> str:
 
 
 async def test_missing_records_read_as_empty_and_none(store: OnlineStore, k: str) -> None:
-    records, rows = await store.read([k + "nobody"], [k + "x", k + "y"], ["a", "b"])
+    records, flat = await store.read([k + "nobody"], [k + "x", k + "y"], ["a", "b"])
     assert records == [{}]
-    assert rows == [[None, None], [None, None]]
+    assert flat == [None, None, None, None]
 
 
 async def test_write_then_read_whole_and_fields_in_request_order(store: OnlineStore, k: str) -> None:
     await store.write([k + "1", k + "2"], [{"a": "1", "b": "x"}, {"a": "2"}])
-    records, rows = await store.read([k + "2", k + "1"], [k + "2", k + "missing", k + "1"], ["b", "a"])
+    records, flat = await store.read([k + "2", k + "1"], [k + "2", k + "missing", k + "1"], ["b", "a"])
     assert records == [{"a": "2"}, {"a": "1", "b": "x"}]
-    assert rows == [[None, "2"], [None, None], ["x", "1"]]
+    assert flat == [None, "2", None, None, "x", "1"]  # row-major: key after key
 
 
 async def test_non_ascii_keys_fields_and_values_round_trip(store: OnlineStore, k: str) -> None:
     await store.write([k + "ü"], [{"géo": "日本", "e": ""}])
-    records, rows = await store.read([k + "ü"], [k + "ü"], ["géo", "e"])
-    assert records == [{"géo": "日本", "e": ""}]
-    assert rows == [["日本", ""]]
+    records, flat = await store.read([k + "ü", k + "a"], [k + "a", k + "ü"], ["géo", "e"])
+    assert records == [{"géo": "日本", "e": ""}, {}]
+    assert flat == [None, None, "日本", ""]
 
 
 async def test_write_replaces_the_whole_record_and_empty_deletes(store: OnlineStore, k: str) -> None:
@@ -87,8 +87,8 @@ async def test_records_expire_after_their_ttl(store: OnlineStore, k: str) -> Non
 
 
 async def test_read_without_fields_returns_empty_rows(store: OnlineStore, k: str) -> None:
-    records, rows = await store.read([], [k + "a", k + "b"], [])
-    assert records == [] and rows == [[], []]
+    records, flat = await store.read([], [k + "a", k + "b"], [])
+    assert records == [] and flat == []
 
 
 async def test_ping_succeeds_on_a_live_store(store: OnlineStore) -> None:
