@@ -185,13 +185,13 @@ def main() -> None:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
     except typer.Abort:
         sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        raise
+    except typer.TyperException as err:  # usage errors (typer bundles its own click: not click.ClickException)
+        show = getattr(err, "show", None)
+        if show:
+            show()
+        else:
+            _err(str(err))
+        sys.exit(getattr(err, "exit_code", 2) or 2)
 
 
 if __name__ == "__main__":
