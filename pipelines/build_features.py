@@ -7,6 +7,10 @@
 
 Statistics are computed over the whole impression log (each row sees only strictly earlier events,
 whatever split it lands in); transforms are fitted on the train split only.
+
+Memory is bounded for 10 M+ impressions: string columns are held as Categoricals (user and item
+attributes are joined by code, never as one Python string per row), the pipeline reads columns one at
+a time (`RawData.columns` is lazy), and each split is encoded and written in chunks.
 """
 
 from __future__ import annotations
@@ -17,39 +21,78 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import read_table, table_columns, write_arrow
+from pipelines.io import read_table, table_columns
 from recsys.errors import DataError, SpecError
 from recsys.features import Encoded, FeaturePipeline, count_column, pos_column
 from recsys.features.statistics import key_codes, point_in_time_counts
-from recsys.features.transforms import as_str
+from recsys.features.transforms import as_dictionary, as_str
 from recsys.spec import FeatureSpec
 
-__all__ = ["RawData", "load_raw", "statistic_key_columns", "split_indices", "build_features",
-           "read_split", "SPLITS"]
+__all__ = ["RawData", "RawColumns", "load_raw", "add_statistics", "statistic_key_columns", "split_indices",
+           "encode_chunk", "write_split", "build_features", "read_split", "SPLITS"]
 
 SPLITS = ("train", "valid", "test")
-CHUNK_ROWS = 1_000_000
+CHUNK_ROWS = 500_000  # rows per transform call and parquet row group: bounds the encode memory
+PARQUET_COMPRESSION = "zstd"
 
 
 @dataclass
 class RawData:
-    """Impressions joined with user and item attributes, sorted by time, keys as str."""
+    """Impressions joined with user and item attributes, sorted by time. String columns (keys
+    included) are Categoricals of canonical str (`as_str`), numbers stay numpy."""
 
     frame: pd.DataFrame
     context_columns: list[str]
     fingerprint: str
 
-    def columns(self, index: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
-        return {c: self.frame[c].to_numpy()[index] for c in self.frame.columns}
+    def columns(self, index: np.ndarray | slice = slice(None)) -> "RawColumns":
+        return RawColumns(self.frame, _as_slice(index))
+
+
+class RawColumns(Mapping[str, Any]):
+    """The raw columns of some rows, each taken only when the pipeline reads it: a whole split's
+    columns at once would not fit the memory budget at 10 M rows."""
+
+    def __init__(self, frame: pd.DataFrame, index: np.ndarray | slice) -> None:
+        self._frame, self._index = frame, index
+
+    def __getitem__(self, name: str) -> Any:
+        return column_values(self._frame[name])[self._index]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._frame.columns
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frame.columns)
+
+    def __len__(self) -> int:
+        return len(self._frame.columns)
+
+
+def column_values(series: pd.Series) -> Any:
+    """A frame column as the transforms take it: the Categorical itself (codes, no per-row strings)
+    or the numpy array."""
+    return series.array if isinstance(series.dtype, pd.CategoricalDtype) else series.to_numpy()
+
+
+def _as_slice(index: np.ndarray | slice) -> np.ndarray | slice:
+    """A sorted run of consecutive row numbers (every time-split part) as a slice: views, not copies."""
+    if isinstance(index, slice) or len(index) == 0:
+        return index
+    first, last = int(index[0]), int(index[-1])
+    if last - first + 1 == len(index) and (len(index) < 2 or bool(np.all(np.diff(index) == 1))):
+        return slice(first, last + 1)
+    return index
 
 
 def _timestamps(values: pd.Series, name: str) -> np.ndarray:
@@ -75,6 +118,35 @@ def _unique_by(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     return frame.drop_duplicates(key, keep="last").set_index(key)
 
 
+def _categorical(values: Any) -> pd.Categorical:
+    """Canonical str categories (`as_str`), one code per row: 1-4 bytes a row instead of a string."""
+    codes, uniques = as_dictionary(values)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object), validate=False)
+
+
+def _compact(series: pd.Series) -> Any:
+    """Numbers stay numpy; strings and anything else become a canonical Categorical."""
+    if series.dtype.kind in "iufb":
+        return series.to_numpy()
+    return _categorical(series)
+
+
+def _join(keys: pd.Categorical, table: pd.DataFrame, key: str, columns: list[str]) -> dict[str, Any]:
+    """Attributes of each impression's entity, looked up once per distinct key and broadcast by code;
+    unknown entities get missing values (NaN), as a left join would."""
+    entities = _unique_by(table, key)
+    row = entities.index.get_indexer(pd.Index(keys.categories, dtype=object))[keys.codes]
+    unknown = bool((row < 0).any())
+    out: dict[str, Any] = {}
+    for c in columns:
+        col = _compact(entities[c])
+        if isinstance(col, pd.Categorical):
+            out[c] = pd.Categorical.from_codes(np.append(col.codes, -1)[row], categories=col.categories, validate=False)
+        else:
+            out[c] = np.append(col.astype(np.float64), np.nan)[row] if unknown else col[row]
+    return out
+
+
 def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
     """Read and validate the three tables, join attributes onto impressions, sort by time."""
     ctx = spec.source_columns("impressions")
@@ -90,24 +162,27 @@ def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
     ucols, icols = spec.source_columns("users"), spec.source_columns("items")
     users = _read(raw_dir, spec.tables["users"], [spec.user_key, *ucols], spec)
     items = _read(raw_dir, spec.tables["items"], [spec.item_key, *icols], spec)
-    frame = pd.DataFrame({
-        spec.user_key: as_str(imp[spec.user_key].to_numpy()),
-        spec.item_key: as_str(imp[spec.item_key].to_numpy()),
+    # Strings as categories first: the fingerprint then hashes each distinct value once.
+    imp = imp.assign(**{c: imp[c].astype("category") for c in imp.columns
+                        if c not in (spec.timestamp, spec.label) and imp[c].dtype.kind not in "iufbmM"})
+    fingerprint = _fingerprint([imp, users, items])
+    user, item = _categorical(imp[spec.user_key]), _categorical(imp[spec.item_key])
+    columns: dict[str, Any] = {
+        spec.user_key: user,
+        spec.item_key: item,
         spec.timestamp: _timestamps(imp[spec.timestamp], spec.timestamp),
         spec.label: labels.to_numpy().astype(np.int8),
-    })
+    }
     for c in ctx + spec.passthrough:
-        if c not in frame:
-            frame[c] = imp[c].to_numpy()
-    u = _unique_by(users, spec.user_key)
-    for c in ucols:
-        frame[c] = u[c].reindex(frame[spec.user_key]).to_numpy()
-    it = _unique_by(items, spec.item_key)
-    for c in icols:
-        frame[c] = it[c].reindex(frame[spec.item_key]).to_numpy()
-    order = np.argsort(frame[spec.timestamp].to_numpy(), kind="stable")
-    frame = frame.iloc[order].reset_index(drop=True)
-    return RawData(frame=frame, context_columns=ctx, fingerprint=_fingerprint([imp, users, items]))
+        columns.setdefault(c, _compact(imp[c]))
+    del imp, labels
+    for c, values in {**_join(user, users, spec.user_key, ucols), **_join(item, items, spec.item_key, icols)}.items():
+        columns.setdefault(c, values)
+    frame = pd.DataFrame(columns, copy=False)
+    ts = columns[spec.timestamp]
+    if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+        frame = frame.iloc[np.argsort(ts, kind="stable")].reset_index(drop=True)
+    return RawData(frame=frame, context_columns=ctx, fingerprint=fingerprint)
 
 
 def _read(raw_dir: str | Path, stem: str, columns: list[str], spec: FeatureSpec) -> pd.DataFrame:
@@ -138,9 +213,12 @@ def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
     f = raw.frame
     ts = f[spec.timestamp].to_numpy()
     y = f[spec.label].to_numpy()
+    # Counters are whole numbers: int32 holds them exactly at half the memory of float64.
+    dtype = np.int32 if len(f) < 2**31 else np.int64
     for name, stat in spec.statistics.items():
-        codes = key_codes([f[c].to_numpy() for c in statistic_key_columns(spec, name)])
-        f[count_column(name)], f[pos_column(name)] = point_in_time_counts(codes, ts, y, stat.window_s, stat.bucket_s)
+        codes = key_codes([column_values(f[c]) for c in statistic_key_columns(spec, name)])
+        count, pos = point_in_time_counts(codes, ts, y, stat.window_s, stat.bucket_s)
+        f[count_column(name)], f[pos_column(name)] = count.astype(dtype), pos.astype(dtype)
 
 
 def split_indices(spec: FeatureSpec, raw: RawData) -> dict[str, np.ndarray]:
@@ -158,33 +236,66 @@ def split_indices(spec: FeatureSpec, raw: RawData) -> dict[str, np.ndarray]:
     return {k: np.sort(v) for k, v in parts.items()}
 
 
-def _block(a: np.ndarray) -> pa.Array:
-    """[n, w] matrix → FixedSizeList column (one parquet column per block, zero-copy back)."""
-    flat = pa.array(np.ascontiguousarray(a).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, max(a.shape[1], 1)) if a.shape[1] else pa.array(np.zeros(len(a), np.int8))
+BLOCKS = ("sparse", "multi", "dense", "wide")
 
 
-def _unblock(col: pa.ChunkedArray, n: int, dtype: type) -> np.ndarray:
-    if not pa.types.is_fixed_size_list(col.type):
-        return np.zeros((n, 0), dtype=dtype)
-    width = col.type.list_size
-    flat = pa.concat_arrays([c.flatten() for c in col.chunks]) if col.num_chunks else pa.array([], col.type.value_type)
-    return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, width)
+def _block_columns(name: str, a: np.ndarray, dtype: type | None = None) -> dict[str, np.ndarray]:
+    """[n, w] matrix → w flat columns `name.0` … `name.{w-1}`: flat primitive columns write ~2.5x
+    and read ~5x faster than one nested FixedSizeList column."""
+    return {f"{name}.{j}": np.ascontiguousarray(a[:, j], dtype=dtype) for j in range(a.shape[1])}
 
 
-def encode_split(pipeline: FeaturePipeline, raw: RawData, index: np.ndarray, keep: list[str],
-                 progress: Callable[[int], None] | None = None) -> pa.Table:
-    """Transform in chunks (bounded memory) and attach the label, keys and passthrough columns."""
-    parts: list[Encoded] = []
-    for start in range(0, len(index), CHUNK_ROWS):
-        chunk = index[start:start + CHUNK_ROWS]
-        parts.append(pipeline.transform(raw.columns(chunk)))
-        if progress:
-            progress(len(chunk))
-    enc = Encoded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sparse", "multi", "dense", "wide")))
-    table = {c: raw.frame[c].to_numpy()[index] for c in keep}
-    table.update({"sparse": _block(enc.sparse), "multi": _block(enc.multi), "dense": _block(enc.dense), "wide": _block(enc.wide)})
+def _read_block(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    n = table.num_rows
+    if name in table.column_names:  # written before the flat layout: one FixedSizeList column
+        col = table[name]
+        if not pa.types.is_fixed_size_list(col.type):
+            return np.zeros((n, 0), dtype=dtype)
+        flat = pa.concat_arrays([c.flatten() for c in col.chunks]) if col.num_chunks else pa.array([], col.type.value_type)
+        return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, col.type.list_size)
+    width = sum(c.startswith(f"{name}.") for c in table.column_names)
+    out = np.empty((n, width), dtype=dtype)
+    for j in range(width):
+        out[:, j] = table[f"{name}.{j}"].to_numpy()
+    return out
+
+
+def encode_chunk(pipeline: FeaturePipeline, raw: RawData, rows: np.ndarray | slice, keep: list[str]) -> pa.Table:
+    """Transform some rows and attach the label, keys and passthrough columns. Ids are stored as
+    int32 when the tables allow (half the bytes to write and compress; read back as int64)."""
+    layout = pipeline.layout
+    ids = np.int32 if max(layout.embedding_rows, layout.wide_rows) < 2**31 else np.int64
+    cols = raw.columns(rows)
+    enc = pipeline.transform(cols)
+    table = {c: pa.array(cols[c]) for c in keep}  # Categoricals become dictionary columns
+    for name in BLOCKS:
+        table.update(_block_columns(name, getattr(enc, name), np.float32 if name == "dense" else ids))
     return pa.table(table)
+
+
+def write_split(pipeline: FeaturePipeline, raw: RawData, index: np.ndarray, keep: list[str], path: Path,
+                progress: Callable[[int], None] | None = None) -> None:
+    """Encode and write in chunks, one parquet row group each: memory stays bounded by two chunks
+    whatever the split's size. Writing a chunk (GIL released) overlaps encoding the next one.
+    The caller writes into a temp folder and renames it."""
+    writer: pq.ParquetWriter | None = None
+    pending: Future[None] | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for start in range(0, len(index), CHUNK_ROWS) if len(index) else [0]:
+                table = encode_chunk(pipeline, raw, _as_slice(index[start:start + CHUNK_ROWS]), keep)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression=PARQUET_COMPRESSION)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write_table, table)
+                if progress:
+                    progress(table.num_rows)
+            if pending is not None:
+                pending.result()
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def read_split(features_dir: str | Path, split: str) -> tuple[Encoded, pd.DataFrame]:
@@ -193,15 +304,12 @@ def read_split(features_dir: str | Path, split: str) -> tuple[Encoded, pd.DataFr
     if not path.is_file():
         raise DataError(f"{path} not found (fix: run `recsys build-features` into {Path(features_dir)})")
     table = pq.read_table(path)
-    n = table.num_rows
-    enc = Encoded(
-        sparse=_unblock(table["sparse"], n, np.int64),
-        multi=_unblock(table["multi"], n, np.int64),
-        dense=_unblock(table["dense"], n, np.float32),
-        wide=_unblock(table["wide"], n, np.int64),
-    )
-    meta = table.drop_columns(["sparse", "multi", "dense", "wide"]).to_pandas()
-    return enc, meta
+    enc = Encoded(*(_read_block(table, name, np.float32 if name == "dense" else np.int64) for name in BLOCKS))
+    meta = table.drop_columns([c for c in table.column_names if c in BLOCKS or c.split(".")[0] in BLOCKS])
+    for i, field in enumerate(meta.schema):
+        if pa.types.is_dictionary(field.type):  # keys and context were written dictionary-encoded
+            meta = meta.set_column(i, field.name, meta.column(i).cast(field.type.value_type))
+    return enc, meta.to_pandas()
 
 
 def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
@@ -226,7 +334,7 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
     try:
         with tqdm(total=len(raw.frame), desc="encode", unit="row", disable=not progress, leave=False) as bar:
             for name, index in splits.items():
-                write_arrow(encode_split(pipeline, raw, index, keep, bar.update), tmp / f"{name}.parquet")
+                write_split(pipeline, raw, index, keep, tmp / f"{name}.parquet", bar.update)
         (tmp / "transforms.json").write_text(json.dumps(pipeline.to_dict(), sort_keys=True))
         (tmp / "spec.yaml").write_text(spec.to_yaml())
         ts = raw.frame[spec.timestamp].to_numpy()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from pipelines.io import write_table
+from pipelines.io import write_arrow
 from recsys.features.statistics import point_in_time_counts
 
 __all__ = ["SyntheticConfig", "generate"]
@@ -101,10 +102,13 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
     weekend = ((ts // DAY + 3) % 7) >= 5
     age_days = (ts - upload[i]) / DAY
     seen_cat, _ = point_in_time_counts(u.astype(np.int64) * C + category[i], ts, np.zeros(n))
+    # taste·category for every (user, category) pair once, then one gather per impression (the same
+    # sum of products as per row, 10 M dot products cost seconds).
+    affinity = np.einsum("ud,cd->uc", taste, cat_vec)
 
     logit = (
         -0.9
-        + 0.45 * np.einsum("nd,nd->n", taste[u], cat_vec[category[i]])
+        + 0.45 * affinity[u, category[i]]
         + country_cat[country[u], category[i]]
         + quality[i] + creator_quality[creator[i]] + user_bias[u]
         - 0.35 * (np.log(duration[i]) - np.log(35))
@@ -115,11 +119,13 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
     )
     prob = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(n) < prob).astype(np.int8)
+    # Keys and device as Categoricals (codes into the users / items tables): 10 M impressions take
+    # ~1 GB less than with one Python string per row.
     impressions = pd.DataFrame({
-        "user_id": users["user_id"].to_numpy()[u],
-        "item_id": items["item_id"].to_numpy()[i],
+        "user_id": pd.Categorical.from_codes(u, categories=users["user_id"].to_numpy()),
+        "item_id": pd.Categorical.from_codes(i, categories=items["item_id"].to_numpy()),
         "timestamp": ts,
-        "device": np.array(["ios", "android", "web"])[device],
+        "device": pd.Categorical.from_codes(device, categories=np.array(["ios", "android", "web"], dtype=object)),
         "label": label,
         "true_prob": prob,
     })
@@ -131,5 +137,12 @@ def write(cfg: SyntheticConfig, out: str | Path) -> dict[str, Path]:
     paths = {}
     for name, frame in generate(cfg).items():
         paths[name] = out / f"{name}.parquet"
-        write_table(frame, paths[name])
+        write_arrow(_plain_strings(pa.Table.from_pandas(frame, preserve_index=False)), paths[name])
     return paths
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """Categoricals are written as plain string columns (parquet still dictionary-encodes them on
+    disk): readers get ordinary strings, not a pandas category dtype."""
+    schema = pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema])
+    return table.cast(schema)

@@ -38,45 +38,55 @@ __all__ = [
 
 def as_str(values: Any) -> np.ndarray:
     """Raw categorical values as an object array of str; None/NaN become '' (never in a vocabulary)."""
-    if isinstance(values, (pd.Categorical, pd.Series)) and isinstance(values.dtype, pd.CategoricalDtype):
-        codes, uniques = as_dictionary(values)
-        return uniques[codes]
-    arr = np.asarray(values, dtype=object)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.size and not isinstance(arr[0], str) or pd.isna(arr).any():
-        ser = pd.Series(arr, dtype=object)
-        # Integers that went through a float column (1.0) must encode like the int (1).
-        ser = ser.map(_canonical_str, na_action="ignore").fillna("")
-        arr = ser.to_numpy(dtype=object)
-    return arr
-
-
-def _canonical_str(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if isinstance(v, bytes):
-        return v.decode()
-    return str(v)
+    if not _is_categorical(values):
+        arr = np.asarray(values, dtype=object)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if not (arr.size and not isinstance(arr[0], str) or pd.isna(arr).any()):
+            return arr  # already str: no copy
+    codes, uniques = as_dictionary(values)
+    return uniques[codes]
 
 
 def as_dictionary(values: Any) -> tuple[np.ndarray, np.ndarray]:
     """(codes, uniques) with `as_str(values) == uniques[codes]` and uniques distinct.
 
-    A Categorical is used as it is (its categories canonicalized, missing codes mapped to ''), so a
-    large split never materializes one Python string per row; a plain array is factorized once."""
+    A Categorical is used as it is, so a 10 M-row split never materializes one Python string per
+    row; anything else is factorized first. Either way only the distinct values are converted."""
     if isinstance(values, pd.Series):
         values = values.array
     if isinstance(values, pd.Categorical):
-        # Code -1 (missing) picks the appended '' at the end.
-        cats = np.append(as_str(values.categories.to_numpy(dtype=object)), np.array([""], dtype=object))
-        codes = values.codes
+        codes, raw = values.codes, values.categories.to_numpy(dtype=object)
     else:
-        codes, cats = pd.factorize(as_str(values))
-        cats = np.asarray(cats, dtype=object)
-    # Canonical forms can collide (1 and 1.0 are both '1'): merge them.
-    merged, uniques = pd.factorize(cats)
+        if not isinstance(values, pd.api.extensions.ExtensionArray):
+            values = np.atleast_1d(np.asarray(values))
+        codes, raw = pd.factorize(values)  # missing values get code -1
+    # Code -1 picks the '' appended at the end; canonical forms can collide (1 and 1.0 are both '1').
+    merged, uniques = pd.factorize(np.append(_canonical(raw), np.array([""], dtype=object)))
     return merged[codes], np.asarray(uniques, dtype=object)
+
+
+def _is_categorical(values: Any) -> bool:
+    return isinstance(values, (pd.Categorical, pd.Series)) and isinstance(values.dtype, pd.CategoricalDtype)
+
+
+def _canonical(raw: Any) -> np.ndarray:
+    """Distinct raw values → str, one Python call per distinct value (never per row)."""
+    arr = np.asarray(raw)
+    if arr.dtype.kind in "iub":
+        return arr.astype(str).astype(object)
+    arr = arr.astype(object)
+    if pd.api.types.infer_dtype(arr, skipna=False) not in ("string", "empty"):
+        arr = pd.Series(arr, dtype=object).map(_canonical_str, na_action="ignore").fillna("").to_numpy(dtype=object)
+    return arr
+
+
+def _canonical_str(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # integers that went through a float column (1.0) encode like the int (1)
+    if isinstance(v, bytes):
+        return v.decode()
+    return str(v)
 
 
 def as_float(values: Any) -> np.ndarray:
