@@ -85,7 +85,8 @@ class TimingMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_bytes` with 413, by Content-Length up front or while streaming."""
+    """Refuse bodies over `max_bytes` with 413, by Content-Length up front or while streaming.
+    (FastAPI's own `max_body_size` answers in plain text; this keeps the one JSON error shape.)"""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app

@@ -4,7 +4,7 @@
 and materialize so the three agree with the offline pipeline by construction.
 """
 
-from recsys.online.assemble import Rows, assemble, counter_updates, plan_read
+from recsys.online.columns import Rows, assemble, counter_updates, plan_read
 from recsys.online.plan import OnlinePlan
 from recsys.online.ranker import Ranked, Ranker, Scored, Timings
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from recsys.artifact import Artifact
 from recsys.inference import Predictor, top_k
-from recsys.online.assemble import Rows, assemble, counter_updates, plan_read
+from recsys.online.columns import Rows, assemble, counter_updates, plan_read
 from recsys.online.plan import OnlinePlan
 from recsys.store.base import OnlineStore
 from recsys.store.keys import KeySpace

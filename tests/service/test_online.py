@@ -9,7 +9,7 @@ import yaml
 from recsys.errors import SpecError
 from recsys.features.statistics import counter_field
 from recsys.online import OnlinePlan, Rows, assemble, plan_read
-from recsys.online.assemble import counter_fields, typed
+from recsys.online.columns import counter_fields, typed
 from recsys.spec import parse_spec
 from recsys.store.keys import KeySpace
 from tests.conftest import REPO

@@ -219,16 +219,20 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
         plan.timestamp: rows.timestamp,
         **item_cols,
     }
-    for c in plan.user_columns:
-        per_user = np.array([r.get(c) for r in records], dtype=object)
-        cols[c] = typed(plan.kind(c), per_user)[rows.row_user]
+    for c in plan.user_columns:  # one value per distinct user, then spread over its rows
+        kind, per_user = plan.kind(c), [r.get(c) for r in records]
+        if kind == "number":
+            cols[c] = np.array([_as_float(v) if v is not None else np.nan for v in per_user])[rows.row_user]
+        else:
+            cols[c] = np.array(["" if v is None and kind == "text" else v for v in per_user], dtype=object)[rows.row_user]
     cols.update(read.context)
     at = np.arange(n)[:, None]
     for s in plan.statistics if read.counters else ():
         if s.entity == "item":
-            ic, ip = read.item_counters[s.name]
-            cols[s.count_column] = np.nan_to_num(numbers[at, ic], nan=0.0).sum(axis=1)
-            cols[s.pos_column] = np.nan_to_num(numbers[at, ip], nan=0.0).sum(axis=1)
+            for column, index in zip((s.count_column, s.pos_column), read.item_counters[s.name]):
+                # One combination (the ranking request): plain column slices, no per-row gather.
+                picked = numbers[:, index[0]] if (index == index[0]).all() else numbers[at, index]
+                cols[column] = np.nan_to_num(picked, nan=0.0).sum(axis=1)
             continue
         # A user's counters are fields of its record: sum each distinct (user, sub-key, window) once.
         window = s.buckets(rows.timestamp)
@@ -237,9 +241,13 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
         vals = np.empty((len(first), 2), dtype=np.float64)
         for j, r in enumerate(first.tolist()):
             rec, key = records[rows.row_user[r]], "" if sub is None else sub[r]
-            bks = [None] if window[r, 0] < 0 else window[r].tolist()
-            vals[j] = (sum(_as_float(rec.get(counter_field(s.name, key, "c", b))) for b in bks),
-                       sum(_as_float(rec.get(counter_field(s.name, key, "p", b))) for b in bks))
+            if window[r, 0] < 0:
+                vals[j] = (_as_float(rec.get(counter_field(s.name, key, "c"))),
+                           _as_float(rec.get(counter_field(s.name, key, "p"))))
+            else:
+                bks = window[r].tolist()
+                vals[j] = (sum(_as_float(rec.get(counter_field(s.name, key, "c", b))) for b in bks),
+                           sum(_as_float(rec.get(counter_field(s.name, key, "p", b))) for b in bks))
         cols[s.count_column], cols[s.pos_column] = vals[combo, 0], vals[combo, 1]
     return cols
 
