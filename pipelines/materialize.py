@@ -31,7 +31,7 @@ from pipelines.build_features import load_raw, statistic_key_columns
 from pipelines.io import read_table
 from recsys.features.statistics import sub_key, totals_before
 from recsys.features.transforms import as_str
-from recsys.online.assemble import counter_fields
+from recsys.online.columns import counter_fields
 from recsys.spec import FeatureSpec
 from recsys.store.base import OnlineStore
 from recsys.store.keys import KeySpace

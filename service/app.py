@@ -25,7 +25,7 @@ from service.state import ServiceState
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("service")
+log = logging.getLogger("uvicorn.error")  # printed by uvicorn's configured handler
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:

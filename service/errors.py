@@ -20,7 +20,7 @@ from recsys.errors import RecsysError, StoreError
 
 __all__ = ["register_exception_handlers", "invalid", "error_body", "Forbidden"]
 
-log = logging.getLogger("service")
+log = logging.getLogger("uvicorn.error")  # printed by uvicorn's configured handler
 
 _UNION_MEMBERS = {"str", "int", "float", "bool", "none", "list[str]", "list", "dict"}
 

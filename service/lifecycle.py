@@ -20,7 +20,7 @@ from service.settings import ServiceSettings
 
 __all__ = ["prepare_ranker"]
 
-log = logging.getLogger("service")
+log = logging.getLogger("uvicorn.error")  # printed by uvicorn's configured handler
 
 
 async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_dir: Path,
