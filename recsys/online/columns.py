@@ -76,7 +76,9 @@ class Read:
     keys: list[str]  # one item record per row
     fields: list[str]  # item fields: attributes, then item-keyed counters
     context: dict[str, np.ndarray]  # typed context columns
-    item_counters: dict[str, tuple[np.ndarray, np.ndarray]]  # statistic → (n,) field index of count, pos
+    # statistic → (n, w) positions in `fields` of each row's count and positives fields: the w time
+    # buckets of its window, summed (w = 1 without a window)
+    item_counters: dict[str, tuple[np.ndarray, np.ndarray]]
     counters: bool = True  # False: attributes only (what events need to key their counters)
 
 
@@ -110,10 +112,6 @@ def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _subs(plan_sub: tuple[str, ...], columns: Mapping[str, np.ndarray], n: int) -> list[str]:
-    return sub_key([columns[c] for c in plan_sub]).tolist() if plan_sub else [""] * n
-
-
 def _sub_array(plan_sub: tuple[str, ...], columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
     return sub_key([columns[c] for c in plan_sub]) if plan_sub else None
 
@@ -145,6 +143,8 @@ def counter_fields(statistic: str, subs: list[str], kind: str, buckets: list[int
 
 
 def plan_read(plan: OnlinePlan, keys: KeySpace, rows: Rows, counters: bool = True) -> Read:
+    """What to fetch for `rows` in one round trip: each user's whole record, and for each row's
+    item the attribute fields plus the item-keyed counter fields its context and window need."""
     n = len(rows)
     context = {c: typed(plan.kind(c), rows.context.get(c, np.full(n, None, dtype=object)))
                for c in plan.context_columns}
@@ -210,6 +210,7 @@ def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None], n: int) -
 
 
 def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict[str, np.ndarray]:
+    """The raw columns of `rows` from the store's reply to `read` (see the module docstring)."""
     records, flat = fetched
     n = len(rows)
     item_cols, numbers = _item_matrix(plan, read, flat, n)
@@ -261,7 +262,8 @@ def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.n
     for s in plan.statistics:
         entity = columns[plan.user_key] if s.entity == "user" else columns[plan.item_key]
         key = np.array(keys.users(entity) if s.entity == "user" else keys.items(entity), dtype=object)
-        subs = _subs(s.sub_columns, columns, n)
+        sub = _sub_array(s.sub_columns, columns)
+        subs = [""] * n if sub is None else sub.tolist()
         # An event lands in the bucket of its own timestamp (the last column of its window).
         bucket = s.buckets(columns[plan.timestamp])[:, -1].tolist()
         for kind, amount in (("c", np.ones(n, dtype=np.int64)), ("p", labels.astype(np.int64))):
