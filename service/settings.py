@@ -18,7 +18,7 @@ conventional `REDIS_URL`. `recsys serve` sets the same fields from its flags.
 | RECSYS_MAX_K               | 1000           | largest k a request may ask for |
 | RECSYS_MAX_EVENTS          | 10000          | events per POST /v1/events |
 | RECSYS_MAX_BODY_BYTES      | 1048576        | larger request bodies are refused with 413 before parsing |
-| RECSYS_POPULAR_CANDIDATES  | 500            | how many of the artifact's popular items are ranked when a request has no candidates |
+| RECSYS_POPULAR_CANDIDATES  | 200            | how many of the artifact's popular items are ranked when a request has no candidates |
 | RECSYS_ADMIN_TOKEN         | unset          | bearer token for /admin/reload and /v1/events; unset = both refuse (403) |
 """
 
@@ -49,5 +49,5 @@ class ServiceSettings(BaseSettings):
     max_k: int = Field(1000, ge=1)
     max_events: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
-    popular_candidates: int = Field(500, ge=1)
+    popular_candidates: int = Field(200, ge=1)
     admin_token: SecretStr | None = None

@@ -19,7 +19,8 @@ router = APIRouter(prefix="/admin", tags=["operations"], dependencies=[AdminDep]
 async def reload(state: StateDep, body: ReloadRequest | None = None) -> ReloadResponse:
     """Load and verify the artifact (default: the configured model dir) off the event loop, then
     swap it in with one assignment. A corrupt or incompatible artifact, or one whose feature keys
-    are not materialized, is refused (409) and the current model keeps serving. Reloads are serial."""
+    are not materialized, is refused (409) and the current model keeps serving. Reloads are serial.
+    Each uvicorn worker holds its own model: with several workers, reload each (or restart them)."""
     t0 = time.perf_counter()
     model_dir = Path(body.model_dir) if body and body.model_dir else state.settings.model_dir
     async with state.reload_lock:

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from recsys.online import Rows
 from service.deps import StateDep
+from service.errors import invalid
 from service.schemas import RecommendRequest, RecommendResponse, ScoredItem, ScoreRequest, ScoreResponse
 from service.validation import check_size, context_values
 
@@ -22,6 +23,8 @@ async def recommend(body: RecommendRequest, state: StateDep) -> RecommendRespons
     s, ranker = state.settings, state.ranker
     if body.candidates is not None:
         check_size("candidates", len(body.candidates), s.max_candidates, "RECSYS_MAX_CANDIDATES")
+    elif not len(ranker.popular):
+        raise invalid("candidates", "required: this model has no popular-items list to rank instead")
     check_size("k", body.k, s.max_k, "RECSYS_MAX_K")
     context = context_values(ranker, [body.context], "context")[0]
     ts = body.context.timestamp if body.context.timestamp is not None else int(time.time())

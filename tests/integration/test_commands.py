@@ -1,4 +1,4 @@
-"""`recsys materialize`: versioned raw records in Redis, idempotent, with a clear CLI."""
+"""`recsys materialize` (versioned raw records in Redis, idempotent, clear CLI) and `recsys serve`."""
 
 from __future__ import annotations
 
@@ -58,3 +58,26 @@ def test_materialize_without_redis_exits_2_with_one_line(tiny_raw: Path, tiny_ar
                        env={k: v for k, v in os.environ.items() if k != "REDIS_URL"})
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "--redis-url" in r.stderr
+
+
+def test_recsys_serve_starts_uvicorn_on_the_embedded_store(tiny_raw: Path, tiny_artifact: Path, tmp_path: Path) -> None:
+    """The command the demo ends with: embedded store filled from --raw, ready, ranking."""
+    import httpx
+
+    from tests.conftest import free_port
+
+    from .conftest import wait_ready
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(tiny_artifact), "--raw",
+                             str(tiny_raw), "--port", str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/recommendations", json={"user_id": "u1", "k": 3})
+        assert r.status_code == 200 and len(r.json()["items"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "serving model" in log.read_text()
