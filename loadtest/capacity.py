@@ -1,0 +1,249 @@
+"""Capacity report: the highest throughput whose p99 stays within budget, per worker layout.
+
+    python -m loadtest.capacity                          # 1×1 and 2×1 (workers × torch threads)
+    python -m loadtest.capacity --configs 1x1 1x2 2x1 --step-time 20s
+    python -m loadtest.capacity --model M --raw R --no-readme
+
+For each layout it starts `recsys serve` (Redis and the model as in `loadtest.gate`) and steps the
+offered load up: Locust users paced at --rate-per-user each, so a step of --step-rps requests/s
+is --step-rps / --rate-per-user more users (open loop: a slow server does not slow the offer).
+Every request is POST /v1/recommendations with exactly --candidates (200) candidates. A step
+passes when its p99 ≤ --p99-ms and no request failed; stepping stops at the first miss, and one
+step halfway between the last pass and the miss refines the answer. The capacity is the highest
+*achieved* req/s of a passing step.
+
+The load generator (one Locust process) runs on the same machine as the service and takes a
+share of its cores: the numbers are a floor for a service that has the machine to itself.
+
+Writes loadtest/reports/capacity.json (every step), loadtest/capacity.png (p50/p99 against
+req/s) and the markdown table, printed and written between the capacity markers of
+loadtest/README.md (--no-readme to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from loadtest.stack import REPO, SetupError, Stack, Summary, build_model, run_locust, sigterm_unwinds
+
+__all__ = ["main"]
+
+README = REPO / "loadtest" / "README.md"
+PLOT = REPO / "loadtest" / "capacity.png"
+BEGIN, END = "<!-- capacity:begin -->", "<!-- capacity:end -->"
+
+
+@dataclass(frozen=True)
+class Layout:
+    workers: int
+    threads: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Layout":
+        try:
+            w, t = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"layout '{text}' is not WORKERSxTHREADS, e.g. 2x1") from None
+        return cls(w, t)
+
+    def __str__(self) -> str:
+        return f"{self.workers}×{self.threads}"
+
+
+@dataclass(frozen=True)
+class Step:
+    offered_rps: float
+    users: int
+    summary: Summary
+
+    def passed(self, p99_ms: float) -> bool:
+        return self.summary.p99_ms <= p99_ms and self.summary.failures == 0
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m loadtest.capacity", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, help="artifact to serve (with --raw); default: build a small one")
+    p.add_argument("--raw", type=Path, help="raw tables the model was trained on")
+    p.add_argument("--redis-url", help="use this Redis instead of starting one")
+    p.add_argument("--configs", nargs="+", type=Layout.parse, default=[Layout(1, 1), Layout(2, 1)],
+                   help="uvicorn workers × torch threads per worker, e.g. 1x1 2x1")
+    p.add_argument("--start-rps", type=float, default=100.0)
+    p.add_argument("--step-rps", type=float, default=100.0)
+    p.add_argument("--max-rps", type=float, default=1000.0)
+    p.add_argument("--rate-per-user", type=float, default=10.0, help="requests/s each Locust user offers")
+    p.add_argument("--step-time", default="15s", help="Locust --run-time per step (a 1 s ramp-up included)")
+    p.add_argument("--candidates", type=int, default=200)
+    p.add_argument("--p99-ms", type=float, default=50.0)
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "loadtest")
+    p.add_argument("--reports", type=Path, default=REPO / "loadtest" / "reports")
+    p.add_argument("--impressions", type=int, default=20_000, help="size of the built model's synthetic data")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in loadtest/README.md")
+    args = p.parse_args(argv)
+    if (args.model is None) != (args.raw is None):
+        p.error("--model and --raw go together")
+    return args
+
+
+def measure(stack: Stack, args: argparse.Namespace, model: Path, raw: Path, redis_url: str,
+            layout: Layout) -> list[Step]:
+    """Step the offered load for one layout until the budget is missed, then refine once."""
+    url = stack.service(model, redis_url, layout.workers, layout.threads)
+    workload = ["--candidates", str(args.candidates), "--tail-share", "0", "--score-share", "0",
+                "--rate-per-user", str(args.rate_per_user), "--p99-ms", str(args.p99_ms), "--p95-ms", str(args.p99_ms)]
+
+    def step(rps: float) -> Step:
+        users = max(1, round(rps / args.rate_per_user))
+        report = args.reports / f"capacity_{layout.workers}x{layout.threads}_{int(rps)}"
+        with (args.reports / "capacity_locust.log").open("a") as log:
+            _, summary = run_locust(url, model, raw, users, args.step_time, report, workload, log=log)
+        if summary is None:
+            raise SetupError(f"Locust made no request at {rps:g} req/s (log: {args.reports / 'capacity_locust.log'})")
+        s = Step(users * args.rate_per_user, users, summary)
+        print(f"  {layout} offered {s.offered_rps:6.0f} req/s → achieved {summary.rps:6.1f}, p50 {summary.p50_ms:g} "
+              f"p95 {summary.p95_ms:g} p99 {summary.p99_ms:g} ms, {summary.failures} failures  "
+              f"{'ok' if s.passed(args.p99_ms) else 'MISS'}  (load {os.getloadavg()[0]:.2f})", flush=True)
+        return s
+
+    steps: list[Step] = []
+    rps = args.start_rps
+    while rps <= args.max_rps:
+        steps.append(step(rps))
+        if not steps[-1].passed(args.p99_ms):
+            break
+        rps += args.step_rps
+    passing = [s for s in steps if s.passed(args.p99_ms)]
+    if passing and not steps[-1].passed(args.p99_ms):
+        steps.insert(-1, step((passing[-1].offered_rps + steps[-1].offered_rps) / 2))
+    stack.stop("service")
+    return steps
+
+
+def best(steps: list[Step], p99_ms: float) -> Step | None:
+    passing = [s for s in steps if s.passed(p99_ms)]
+    return max(passing, key=lambda s: s.summary.rps, default=None)
+
+
+def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dict[str, object]) -> str:
+    lines = [f"Max throughput with p99 ≤ {args.p99_ms:g} ms, POST /v1/recommendations with {args.candidates} "
+             f"candidates, k=10, 10% cold users, Redis on loopback; {meta['cores']} cores shared with the Locust "
+             f"load generator; load average {meta['load_before']} before, {meta['load_after']} after; {meta['date']}.",
+             "",
+             "| workers × torch threads | max req/s at p99 ≤ budget | p50 ms | p95 ms | p99 ms | first miss (offered → achieved req/s, p99 ms) |",
+             "|---|---:|---:|---:|---:|---|"]
+    for layout, steps in results.items():
+        b = best(steps, args.p99_ms)
+        miss = next((s for s in steps if not s.passed(args.p99_ms)), None)
+        miss_txt = (f"{miss.offered_rps:.0f} → {miss.summary.rps:.0f}, p99 {miss.summary.p99_ms:g}"
+                    + (f", {miss.summary.failures} failures" if miss.summary.failures else "")) if miss else \
+            f"none up to {args.max_rps:g} offered"
+        if b is None:
+            lines.append(f"| {layout} | – (missed at the first step) | | | | {miss_txt} |")
+        else:
+            s = b.summary
+            lines.append(f"| {layout} | **{s.rps:.0f}** | {s.p50_ms:g} | {s.p95_ms:g} | {s.p99_ms:g} | {miss_txt} |")
+    lines += ["", "<details><summary>every step</summary>", "",
+              "| layout | offered req/s | users | achieved req/s | p50 ms | p95 ms | p99 ms | failures |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for layout, steps in results.items():
+        for st in sorted(steps, key=lambda x: x.offered_rps):
+            s = st.summary
+            lines.append(f"| {layout} | {st.offered_rps:.0f} | {st.users} | {s.rps:.1f} | {s.p50_ms:g} | "
+                         f"{s.p95_ms:g} | {s.p99_ms:g} | {s.failures} |")
+    lines += ["", "</details>", "", f"Reproduce: `{meta['command']}`"]
+    return "\n".join(lines)
+
+
+def plot(results: dict[Layout, list[Step]], p99_ms: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for (layout, steps), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        steps = sorted(steps, key=lambda s: s.summary.rps)
+        rps = [s.summary.rps for s in steps]
+        ax.plot(rps, [s.summary.p99_ms for s in steps], "o-", color=color, label=f"{layout} p99")
+        ax.plot(rps, [s.summary.p50_ms for s in steps], "s--", color=color, alpha=0.6, label=f"{layout} p50")
+    ax.axhline(p99_ms, color="grey", lw=1, ls=":", label=f"budget {p99_ms:g} ms")
+    ax.set_xlabel("achieved requests/s")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("POST /v1/recommendations: latency against throughput (workers × threads)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write to a temp file beside `path`, then rename: a crash never leaves half a README or PNG."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_readme(block: str) -> None:
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        raise SetupError(f"{README} has no {BEGIN} … {END} markers to put the table between")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    new = f"{head}{BEGIN}\n{block}\n{END}{tail}"
+    _atomic(README, lambda tmp: tmp.write_text(new))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    command = "python -m loadtest.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
+    load_before = os.getloadavg()
+    results: dict[Layout, list[Step]] = {}
+    try:
+        with sigterm_unwinds(), Stack(args.out / "logs") as stack:
+            model, raw = (args.model, args.raw) if args.model else build_model(
+                args.out / "build", users=1000, items=2000, impressions=args.impressions, epochs=1)
+            redis_url = args.redis_url or stack.redis()
+            stack.materialize(model, raw, redis_url)
+            for layout in args.configs:
+                results[layout] = measure(stack, args, model, raw, redis_url, layout)
+    except SetupError as err:
+        print(f"capacity: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("capacity: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
+    meta = {"cores": os.cpu_count(), "load_before": " / ".join(f"{x:.2f}" for x in load_before),
+            "load_after": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": command.strip(), "python": platform.python_version()}
+    block = table(results, args, meta) + f"\n\n![p50 and p99 against req/s]({PLOT.name})"
+    print(block)
+    plot(results, args.p99_ms, PLOT)
+    (args.reports / "capacity.json").write_text(json.dumps({
+        "meta": meta, "p99_budget_ms": args.p99_ms, "candidates": args.candidates,
+        "results": {str(k): [{"offered_rps": s.offered_rps, "users": s.users, **s.summary.as_dict()} for s in v]
+                    for k, v in results.items()}}, indent=1))
+    if not args.no_readme:
+        write_readme(block)
+    summary = {str(k): (b.summary.rps if (b := best(v, args.p99_ms)) else None) for k, v in results.items()}
+    print(json.dumps({"capacity_rps_at_p99": summary, "p99_budget_ms": args.p99_ms, "load_before": load_before[0],
+                      "plot": str(PLOT)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
