@@ -10,7 +10,7 @@ conventional `REDIS_URL`. `recsys serve` sets the same fields from its flags.
 | RECSYS_RAW_DIR             | unset          | raw tables that fill the embedded store at start-up (required without Redis) |
 | RECSYS_AS_OF               | unset          | embedded store only: statistics from events strictly before this unix time (replays, backtests) |
 | RECSYS_KEY_PREFIX          | rec            | first part of every store key: `{prefix}:v{feature_version}:u:{id}` |
-| RECSYS_REDIS_TIMEOUT_MS    | 50             | one store round trip longer than this fails the request with 503 |
+| RECSYS_REDIS_TIMEOUT_MS    | 200            | a store round trip longer than this fails the request with 503 (healthy: ~1 ms; this catches a hung server without failing requests on a busy machine) |
 | RECSYS_REDIS_POOL_SIZE     | 16             | connections per worker process |
 | RECSYS_TTL_S               | unset          | expiry that events give the records they touch (materialize has its own --ttl) |
 | RECSYS_TORCH_THREADS       | 1              | torch intra-op threads per worker; keep workers × threads ≤ cores (DESIGN §6) |
@@ -41,7 +41,7 @@ class ServiceSettings(BaseSettings):
     raw_dir: Path | None = None
     as_of: int | None = None
     key_prefix: str = Field("rec", min_length=1, pattern=r"^\S+$")
-    redis_timeout_ms: float = Field(50.0, gt=0)
+    redis_timeout_ms: float = Field(200.0, gt=0)
     redis_pool_size: int = Field(16, ge=1)
     ttl_s: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=1)

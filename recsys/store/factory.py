@@ -7,7 +7,7 @@ from recsys.store.base import OnlineStore
 __all__ = ["build_store"]
 
 
-def build_store(redis_url: str | None, timeout_s: float = 0.05, pool_size: int = 16) -> OnlineStore:
+def build_store(redis_url: str | None, timeout_s: float = 0.2, pool_size: int = 16) -> OnlineStore:
     if redis_url:
         from recsys.store.redis import RedisStore
 

@@ -4,6 +4,10 @@
     {prefix}:v{feature_version}:i:{item_id}   HASH: the item's raw attribute columns + counter fields
     {prefix}:v{feature_version}:meta          HASH: written last by `materialize` (what, when, as of)
 
+A windowed statistic keeps one counter pair per time bucket (`stat:c@<bucket>`); readers sum the
+buckets of the window and ignore older ones, and `materialize`, which rewrites records whole, drops
+them: re-materialize periodically (or set a TTL) so old bucket fields do not accumulate.
+
 `feature_version` is the artifact's spec hash (`Artifact.feature_version`): two models whose feature
 specs differ read disjoint keys, so they can serve side by side, and a new spec is rolled out by
 materializing its keys before the model that needs them is loaded. Values are raw (unencoded)

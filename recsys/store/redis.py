@@ -122,7 +122,7 @@ def _check(replies: list[Any], what: str, transaction: bool = False) -> None:
 class RedisStore:
     """`OnlineStore` on a single Redis server (or a proxy that keeps a pipeline on one node)."""
 
-    def __init__(self, url: str, timeout_s: float = 0.05, write_timeout_s: float = 60.0,
+    def __init__(self, url: str, timeout_s: float = 0.2, write_timeout_s: float = 60.0,
                  pool_size: int = 16, connect_timeout_s: float = 2.0) -> None:
         self._target = _Target.parse(url)
         self.name = str(self._target)
