@@ -86,8 +86,8 @@ def pct(xs: list[float]) -> dict[str, float]:
 class Workload:
     def __init__(self, raw: Path, spec: Any, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
-        self.users = pd.read_parquet(raw / "users.parquet", columns=[spec.user_key])[spec.user_key].astype(str).to_numpy()
-        self.items = pd.read_parquet(raw / "items.parquet", columns=[spec.item_key])[spec.item_key].astype(str).to_numpy()
+        self.users = pd.read_parquet(raw / "users.parquet")[spec.user_key].astype(str).to_numpy()
+        self.items = pd.read_parquet(raw / "items.parquet")[spec.item_key].astype(str).to_numpy()
         self.ts = int(pd.read_parquet(raw / "impressions.parquet", columns=[spec.timestamp])[spec.timestamp].max())
 
     def request(self, n: int) -> tuple[str, list[str], dict[str, Any]]:
@@ -118,15 +118,15 @@ async def in_process(ranker: Ranker, redis: RedisStore, memory: MemoryStore, wor
         read = plan_read(ranker.plan, ranker.keys, rows)
         cols = assemble(ranker.plan, rows, read, await redis.read(read.whole, read.keys, read.fields))
         enc = ranker.predictor.pipeline.transform(cols)
-        results[f"forward/{size}"] = pct(await timed(lambda: ranker.predictor.score_encoded(enc), n_req))
-        results[f"raw→scores/{size}"] = pct(await timed(lambda: ranker.predictor.score(cols), n_req))
+        results[f"forward/{size}"] = pct(await timed(lambda e=enc: ranker.predictor.score_encoded(e), n_req))
+        results[f"raw→scores/{size}"] = pct(await timed(lambda c=cols: ranker.predictor.score(c), n_req))
         for name, store in (("redis", redis), ("embedded", memory)):
             stages: list[Any] = []
 
-            async def one() -> None:
+            async def one(size: int = size, store: Any = store, stages: list[Any] = stages) -> None:
                 u, c, x = work.request(size)
-                r = await ranker.rank(store, u, c, x["timestamp"], {"device": x["device"]}, 10)  # noqa: B023
-                stages.append(r.timings)  # noqa: B023
+                r = await ranker.rank(store, u, c, x["timestamp"], {"device": x["device"]}, 10)
+                stages.append(r.timings)
 
             cell = pct(await timed(one, n_req))
             cell["stages_p50_ms"] = {k: round(float(np.median([getattr(t, k) for t in stages[-n_req:]])) * 1e3, 3)
@@ -201,7 +201,8 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str, Path]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'cell':<24}{'p50 ms':>9}{'p99 ms':>9}{'min ms':>9}  stages p50 ms (fetch/assemble/transform/score/topk)"]
+    head = "stages p50 ms (fetch/assemble/transform/score/topk)"
+    lines = [f"{'cell':<24}{'p50 ms':>9}{'p99 ms':>9}{'min ms':>9}  {head}"]
     for name, r in results.items():
         if not isinstance(r, dict) or "p50_ms" not in r:
             continue

@@ -3,23 +3,37 @@
 Every field is read from `RECSYS_<FIELD>` (e.g. `RECSYS_MODEL_DIR`); the Redis URL also from the
 conventional `REDIS_URL`. `recsys serve` sets the same fields from its flags.
 
-| variable                   | default        | meaning |
-|----------------------------|----------------|---------|
-| RECSYS_MODEL_DIR           | runs/demo/model| artifact folder to serve (`recsys train --out`) |
-| REDIS_URL / RECSYS_REDIS_URL | unset        | Redis feature store; unset = the embedded in-process store |
-| RECSYS_RAW_DIR             | unset          | raw tables that fill the embedded store at start-up (required without Redis) |
-| RECSYS_AS_OF               | unset          | embedded store only: statistics from events strictly before this unix time (replays, backtests) |
-| RECSYS_KEY_PREFIX          | rec            | first part of every store key: `{prefix}:v{feature_version}:u:{id}` |
-| RECSYS_REDIS_TIMEOUT_MS    | 200            | a store round trip longer than this fails the request with 503 (healthy: ~1 ms; this catches a hung server without failing requests on a busy machine) |
-| RECSYS_REDIS_POOL_SIZE     | 16             | connections per worker process |
-| RECSYS_TTL_S               | unset          | expiry that events give the records they touch (materialize has its own --ttl) |
-| RECSYS_TORCH_THREADS       | 1              | torch intra-op threads per worker; keep workers × threads ≤ cores (DESIGN §6) |
-| RECSYS_MAX_CANDIDATES      | 2000           | candidates per /v1/recommendations and rows per /v1/score |
-| RECSYS_MAX_K               | 1000           | largest k a request may ask for |
-| RECSYS_MAX_EVENTS          | 10000          | events per POST /v1/events |
-| RECSYS_MAX_BODY_BYTES      | 1048576        | larger request bodies are refused with 413 before parsing |
-| RECSYS_POPULAR_CANDIDATES  | 200            | how many of the artifact's popular items are ranked when a request has no candidates |
-| RECSYS_ADMIN_TOKEN         | unset          | bearer token for /admin/reload and /v1/events; unset = both refuse (403) |
+RECSYS_MODEL_DIR (runs/demo/model)
+    artifact folder to serve (`recsys train --out`).
+REDIS_URL or RECSYS_REDIS_URL (unset)
+    Redis feature store, e.g. redis://127.0.0.1:6379/0; unset = the embedded in-process store.
+RECSYS_RAW_DIR (unset)
+    raw tables that fill the embedded store at start-up (required without Redis).
+RECSYS_AS_OF (unset)
+    embedded store only: statistics from events strictly before this unix time (replays, backtests).
+RECSYS_KEY_PREFIX (rec)
+    first part of every store key: {prefix}:v{feature_version}:u:{id} (recsys/store/keys.py).
+RECSYS_REDIS_TIMEOUT_MS (200)
+    a store round trip longer than this fails the request with 503. Healthy is ~1 ms; 200 catches
+    a hung server without failing requests on a busy machine.
+RECSYS_REDIS_POOL_SIZE (16)
+    connections per worker process.
+RECSYS_TTL_S (unset)
+    expiry that events give the records they touch (materialize has its own --ttl).
+RECSYS_TORCH_THREADS (1)
+    torch intra-op threads per worker; keep workers x threads <= cores (DESIGN §6).
+RECSYS_MAX_CANDIDATES (2000)
+    candidates per /v1/recommendations and rows per /v1/score.
+RECSYS_MAX_K (1000)
+    largest k a request may ask for.
+RECSYS_MAX_EVENTS (10000)
+    events per POST /v1/events.
+RECSYS_MAX_BODY_BYTES (1048576)
+    larger request bodies are refused with 413 before parsing.
+RECSYS_POPULAR_CANDIDATES (200)
+    how many of the artifact's popular items are ranked when a request brings no candidates.
+RECSYS_ADMIN_TOKEN (unset)
+    bearer token for /admin/reload and /v1/events; unset = both refuse with 403.
 """
 
 from __future__ import annotations

@@ -26,5 +26,6 @@ def context_values(ranker: Ranker, contexts: Sequence[Context], field: str) -> l
     if unknown:
         row = next(i for i, v in enumerate(values) if unknown & set(v))
         name = sorted(unknown & set(values[row]))[0]
-        raise invalid(f"{field.format(row)}.{name}", f"unknown context field; this model reads {['timestamp', *allowed]}")
+        raise invalid(f"{field.format(row)}.{name}",
+                      f"unknown context field; this model reads {['timestamp', *allowed]}")
     return values

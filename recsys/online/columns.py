@@ -180,7 +180,8 @@ def _as_float(v: str | None) -> float:
         return float("nan")  # not a number: the pipeline treats it as 0 like a missing counter
 
 
-def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None], n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
+                 n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The items' reply, typed in bulk: one None scan and one float parse for every numeric field
     (attributes and counters), instead of one pass per column. Store values are str or None, so
     text needs no canonicalization. Returns the attribute columns and the float matrix (NaN =
@@ -188,7 +189,8 @@ def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None], n: int) -
     items = np.array(flat, dtype=object).reshape(n, len(read.fields))
     missing = np.equal(items, None)
     n_attr = len(plan.item_columns)
-    numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"] + list(range(n_attr, items.shape[1]))
+    numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"]
+    numeric += list(range(n_attr, items.shape[1]))  # the counters
     numbers = np.full(items.shape, np.nan)
     if numeric:
         part = items[:, numeric]
@@ -225,7 +227,8 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
         if kind == "number":
             cols[c] = np.array([_as_float(v) if v is not None else np.nan for v in per_user])[rows.row_user]
         else:
-            cols[c] = np.array(["" if v is None and kind == "text" else v for v in per_user], dtype=object)[rows.row_user]
+            values = ["" if v is None and kind == "text" else v for v in per_user]
+            cols[c] = np.array(values, dtype=object)[rows.row_user]
     cols.update(read.context)
     at = np.arange(n)[:, None]
     for s in plan.statistics if read.counters else ():

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 

@@ -11,7 +11,8 @@ TS = 1_767_225_769
 
 
 def rec(client: TestClient, **body: object) -> dict:
-    r = client.post("/v1/recommendations", json={"user_id": "u1", "context": {"device": "ios", "timestamp": TS}, **body})
+    context = {"device": "ios", "timestamp": TS}
+    r = client.post("/v1/recommendations", json={"user_id": "u1", "context": context, **body})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -148,7 +149,7 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     rec(client, candidates=["v1"])
     text = client.get("/metrics").text
     for name in ("recsys_http_request_duration_seconds_bucket{", 'recsys_stage_duration_seconds_count{stage="fetch"}',
-                 'stage="transform"', 'stage="score"', "recsys_candidates_per_request_count", "recsys_store_errors_total",
-                 "recsys_model_info{"):
+                 'stage="transform"', 'stage="score"', "recsys_candidates_per_request_count",
+                 "recsys_store_errors_total", "recsys_model_info{"):
         assert name in text
     assert 'route="/v1/recommendations"' in text

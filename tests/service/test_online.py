@@ -39,7 +39,8 @@ def test_item_keyed_statistic_with_a_user_attribute_is_refused_with_the_fix() ->
 def test_counter_fields_format_like_counter_field() -> None:
     subs = ["", "cat1", "cat1", ""]
     assert counter_fields("s", subs, "c") == [counter_field("s", x, "c") for x in subs]
-    assert counter_fields("s", subs, "p", [5, 5, 6, 7]) == [counter_field("s", x, "p", b) for x, b in zip(subs, [5, 5, 6, 7])]
+    buckets = [5, 5, 6, 7]
+    assert counter_fields("s", subs, "p", buckets) == [counter_field("s", x, "p", b) for x, b in zip(subs, buckets)]
 
 
 def test_typed_values_equal_the_offline_values() -> None:
