@@ -192,6 +192,10 @@ class ModelConfig(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [256, 128, 64])
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     embedding_init_std: float = Field(0.01, gt=0.0)  # small init: see DESIGN §6
+    # Adds the factorization-machine term (sum of pairwise dot products of the field embeddings) to
+    # the logit: user×item affinity is a dot product, which a ReLU MLP only approximates. Off = the
+    # paper's Wide&Deep.
+    interactions: bool = False
 
 
 class OptimizerConfig(_Strict):
