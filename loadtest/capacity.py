@@ -64,6 +64,7 @@ class Step:
     offered_rps: float
     users: int
     summary: Summary
+    load: float  # 1-minute load average at the end of the step: the neighbours' share included
 
     def passed(self, p99_ms: float) -> bool:
         return self.summary.p99_ms <= p99_ms and self.summary.failures == 0
@@ -88,15 +89,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reports", type=Path, default=REPO / "loadtest" / "reports")
     p.add_argument("--impressions", type=int, default=20_000, help="size of the built model's synthetic data")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in loadtest/README.md")
+    p.add_argument("--quiet-load", type=float, default=None,
+                   help="before each layout, wait until the 1-minute load average is at most this "
+                        "(others share the machine); gives up after --quiet-wait seconds and measures anyway")
+    p.add_argument("--quiet-wait", type=float, default=600.0)
     args = p.parse_args(argv)
     if (args.model is None) != (args.raw is None):
         p.error("--model and --raw go together")
+    args.reports.mkdir(parents=True, exist_ok=True)
     return args
 
 
 def measure(stack: Stack, args: argparse.Namespace, model: Path, raw: Path, redis_url: str,
             layout: Layout) -> list[Step]:
     """Step the offered load for one layout until the budget is missed, then refine once."""
+    if args.quiet_load is not None:
+        wait_quiet(args.quiet_load, args.quiet_wait)
     url = stack.service(model, redis_url, layout.workers, layout.threads)
     workload = ["--candidates", str(args.candidates), "--tail-share", "0", "--score-share", "0",
                 "--rate-per-user", str(args.rate_per_user), "--p99-ms", str(args.p99_ms), "--p95-ms", str(args.p99_ms)]
@@ -108,10 +116,10 @@ def measure(stack: Stack, args: argparse.Namespace, model: Path, raw: Path, redi
             _, summary = run_locust(url, model, raw, users, args.step_time, report, workload, log=log)
         if summary is None:
             raise SetupError(f"Locust made no request at {rps:g} req/s (log: {args.reports / 'capacity_locust.log'})")
-        s = Step(users * args.rate_per_user, users, summary)
+        s = Step(users * args.rate_per_user, users, summary, os.getloadavg()[0])
         print(f"  {layout} offered {s.offered_rps:6.0f} req/s → achieved {summary.rps:6.1f}, p50 {summary.p50_ms:g} "
               f"p95 {summary.p95_ms:g} p99 {summary.p99_ms:g} ms, {summary.failures} failures  "
-              f"{'ok' if s.passed(args.p99_ms) else 'MISS'}  (load {os.getloadavg()[0]:.2f})", flush=True)
+              f"{'ok' if s.passed(args.p99_ms) else 'MISS'}  (load {s.load:.2f})", flush=True)
         return s
 
     steps: list[Step] = []
@@ -121,11 +129,21 @@ def measure(stack: Stack, args: argparse.Namespace, model: Path, raw: Path, redi
         if not steps[-1].passed(args.p99_ms):
             break
         rps += args.step_rps
-    passing = [s for s in steps if s.passed(args.p99_ms)]
-    if passing and not steps[-1].passed(args.p99_ms):
-        steps.insert(-1, step((passing[-1].offered_rps + steps[-1].offered_rps) / 2))
+    if not steps[-1].passed(args.p99_ms):
+        last_pass = steps[-2].offered_rps if len(steps) > 1 else 0.0
+        steps.insert(-1, step((last_pass + steps[-1].offered_rps) / 2))
     stack.stop("service")
     return steps
+
+
+def wait_quiet(threshold: float, max_wait_s: float) -> None:
+    """Measure when the neighbours are idle, if they get idle: a busy machine halves the numbers."""
+    deadline = time.monotonic() + max_wait_s
+    while (load := os.getloadavg()[0]) > threshold and time.monotonic() < deadline:
+        print(f"  waiting for a quiet machine: load average {load:.2f} > {threshold:g}", flush=True)
+        time.sleep(15)
+    if load > threshold:
+        print(f"  still busy after {max_wait_s:.0f}s (load average {load:.2f}): measuring anyway", flush=True)
 
 
 def best(steps: list[Step], p99_ms: float) -> Step | None:
@@ -138,7 +156,8 @@ def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dic
              f"candidates, k=10, 10% cold users, Redis on loopback; {meta['cores']} cores shared with the Locust "
              f"load generator; load average {meta['load_before']} before, {meta['load_after']} after; {meta['date']}.",
              "",
-             "| workers × torch threads | max req/s at p99 ≤ budget | p50 ms | p95 ms | p99 ms | first miss (offered → achieved req/s, p99 ms) |",
+             "| workers × torch threads | max req/s at p99 ≤ budget | p50 ms | p95 ms | p99 ms "
+             "| first miss (offered → achieved req/s, p99 ms) |",
              "|---|---:|---:|---:|---:|---|"]
     for layout, steps in results.items():
         b = best(steps, args.p99_ms)
@@ -152,13 +171,13 @@ def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dic
             s = b.summary
             lines.append(f"| {layout} | **{s.rps:.0f}** | {s.p50_ms:g} | {s.p95_ms:g} | {s.p99_ms:g} | {miss_txt} |")
     lines += ["", "<details><summary>every step</summary>", "",
-              "| layout | offered req/s | users | achieved req/s | p50 ms | p95 ms | p99 ms | failures |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| layout | offered req/s | users | achieved req/s | p50 ms | p95 ms | p99 ms | failures | load avg |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for layout, steps in results.items():
         for st in sorted(steps, key=lambda x: x.offered_rps):
             s = st.summary
             lines.append(f"| {layout} | {st.offered_rps:.0f} | {st.users} | {s.rps:.1f} | {s.p50_ms:g} | "
-                         f"{s.p95_ms:g} | {s.p99_ms:g} | {s.failures} |")
+                         f"{s.p95_ms:g} | {s.p99_ms:g} | {s.failures} | {st.load:.2f} |")
     lines += ["", "</details>", "", f"Reproduce: `{meta['command']}`"]
     return "\n".join(lines)
 
@@ -235,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, args.p99_ms, PLOT)
     (args.reports / "capacity.json").write_text(json.dumps({
         "meta": meta, "p99_budget_ms": args.p99_ms, "candidates": args.candidates,
-        "results": {str(k): [{"offered_rps": s.offered_rps, "users": s.users, **s.summary.as_dict()} for s in v]
+        "results": {str(k): [{"offered_rps": s.offered_rps, "users": s.users, "load": s.load, **s.summary.as_dict()}
+                            for s in v]
                     for k, v in results.items()}}, indent=1))
     if not args.no_readme:
         write_readme(block)

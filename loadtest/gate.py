@@ -96,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         print("gate: interrupted; everything it started was stopped", file=sys.stderr)
         return 130
     if summary is None:
-        print(f"gate: FAILED: Locust exited {rc} without stats (see the output above and the logs in {args.out / 'logs'})")
+        print(f"gate: FAILED: Locust exited {rc} without stats (see the output above and {args.out / 'logs'})")
         return rc or 1
     print(render(summary, args))
     print(json.dumps({"gate": "pass" if rc == 0 else "fail", **summary.as_dict(), "p95_budget_ms": args.p95_ms,
                       "p99_budget_ms": args.p99_ms, "workers": args.workers, "threads": args.threads,
-                      "users": args.users, "rate_per_user": args.rate_per_user, "run_time": args.run_time, "attempts": attempt,
+                      "users": args.users, "rate_per_user": args.rate_per_user, "run_time": args.run_time,
+                      "attempts": attempt,
                       "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
                       "report": f"{args.report}.html"}))
     return rc

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from locust import FastHttpUser, constant_throughput, events, task
 from locust.env import Environment
 
 from pipelines.io import read_table
+from recsys.errors import RecsysError
 from recsys.spec import FeatureSpec, load_spec
 
 RECOMMEND = "/v1/recommendations"
@@ -146,6 +148,16 @@ def _json_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _check(opts: Any) -> None:
+    for name in ("tail_share", "cold_users", "cold_items", "score_share"):
+        if not 0.0 <= getattr(opts, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} is a share: give a value in [0, 1], "
+                             f"got {getattr(opts, name)}")
+    for name in ("candidates", "max_candidates", "k", "score_rows", "pool"):
+        if getattr(opts, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")
+
+
 BODIES: list[Body] = []
 
 
@@ -154,8 +166,13 @@ def _build_pool(environment: Environment, **_: Any) -> None:
     opts = environment.parsed_options
     if opts is None:  # imported by a tool, not run by locust
         return
-    spec = load_spec(Path(opts.model) / "spec.yaml")
-    BODIES[:] = Workload(spec, Path(opts.raw), opts).pool()
+    try:
+        _check(opts)
+        spec = load_spec(Path(opts.model) / "spec.yaml")
+        BODIES[:] = Workload(spec, Path(opts.raw), opts).pool()
+    except (RecsysError, ValueError) as err:
+        print(f"loadtest: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     print(f"loadtest: {len(BODIES)} request bodies from {opts.raw} "
           f"({sum(b.path == SCORE for b in BODIES)} to {SCORE})", flush=True)
 

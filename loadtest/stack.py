@@ -105,11 +105,11 @@ class Stack(contextlib.AbstractContextManager["Stack"]):
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         logs.mkdir(parents=True, exist_ok=True)
 
-    def _spawn(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    def _spawn(self, name: str, cmd: Sequence[str]) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.logs / f"{name}.log"
         # Own session: Ctrl-C reaches only this script, which then stops the children in order.
-        proc = subprocess.Popen(list(cmd), cwd=REPO, env={**os.environ, **(env or {})}, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(list(cmd), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._procs.append((name, proc))
         return proc, log
 
