@@ -310,14 +310,14 @@ def _format_validation_error(err: ValidationError) -> str:
         parts = loc.split(".")
         where = f"feature '{parts[1]}'" + (f", field '{'.'.join(parts[2:])}'" if len(parts) > 2 else "")
     else:
-        where = f"field '{loc}'" if loc else "spec"
+        where = f"field '{loc}'" if loc else ""
     hint = ""
     if first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
         hint = " (fix: set `type:` to one of categorical, hashed, numeric, multi_hot, time, statistic)"
     elif first["type"] == "extra_forbidden":
         hint = " (fix: remove it or check its spelling)"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"invalid spec: {where}: {msg}{hint}{more}"
+    return f"invalid spec: {where + ': ' if where else ''}{msg}{hint}{more}"
 
 
 def parse_spec(data: dict[str, Any]) -> FeatureSpec:
