@@ -6,6 +6,11 @@ Both logits are summed; the sigmoid and the loss live outside (training.py / inf
 
 Initialization matters on small data (DESIGN §6): the wide weights start at zero and the embeddings
 at N(0, 0.01), which measured +0.06 AUC over torch's N(0, 1) default on MovieLens.
+
+Speed on CPU (benchmarks/train_bench.py): the ReLU MLP's matrix products are the floor; everything
+around them is kept small: tables are read by `_PaddedGather` (one `index_add_` backward), the deep
+ids (single and multi-hot) in one lookup. Sparse gradients cost a fixed ~4 ms a step (coalesce +
+sparse optimizer ops), so they are used only for tables too large to update densely.
 """
 
 from __future__ import annotations
@@ -13,13 +18,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys.features.batch import Batch
 from recsys.features.pipeline import Layout
 from recsys.spec import ModelConfig
 
-__all__ = ["WideDeepConfig", "WideDeep"]
+__all__ = ["WideDeepConfig", "WideDeep", "SPARSE_GRAD_MIN_ELEMENTS"]
+
+# A table gets sparse gradients (when the optimizer allows them) from this many rows × dim up: below
+# it a dense fused update is cheaper (measured crossover ≈3–5 M elements at batch 1024, 15 ids a row).
+SPARSE_GRAD_MIN_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class WideDeepConfig:
     embedding_init_std: float = 0.01
     use_wide: bool = True
     use_deep: bool = True
-    sparse_grad: bool = False  # sparse embedding gradients (SGD without momentum, Adagrad)
+    sparse_grad: bool = False  # the optimizer allows sparse gradients (SGD without momentum, Adagrad)
 
     @classmethod
     def from_layout(cls, layout: Layout, model: ModelConfig, **overrides: object) -> "WideDeepConfig":
@@ -74,11 +84,11 @@ class WideDeep(nn.Module):
         self.config = config
         self.bias = nn.Parameter(torch.zeros(1))
         if config.use_wide:
-            self.wide = nn.Embedding(config.wide_rows, 1, padding_idx=0, sparse=config.sparse_grad)
+            self.wide = _table(config.wide_rows, 1, config.sparse_grad)
             nn.init.zeros_(self.wide.weight)
         if config.use_deep:
             d = config.embedding_dim
-            self.embedding = nn.Embedding(config.embedding_rows, d, padding_idx=0, sparse=config.sparse_grad)
+            self.embedding = _table(config.embedding_rows, d, config.sparse_grad)
             nn.init.normal_(self.embedding.weight, std=config.embedding_init_std)
             with torch.no_grad():
                 self.embedding.weight[0].zero_()
@@ -98,21 +108,64 @@ class WideDeep(nn.Module):
     def deep_parameters(self) -> list[nn.Parameter]:
         return list(self.embedding.parameters()) + list(self.mlp.parameters()) if self.config.use_deep else []
 
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """Tables that produce sparse gradients (their optimizer cannot be a fused dense one)."""
+        tables = [getattr(self, name) for name in ("wide", "embedding") if hasattr(self, name)]
+        return [t.weight for t in tables if t.sparse]
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        logit = self.bias.expand(batch.dense.shape[0])
+        n = batch.dense.shape[0]
+        logit = self.bias.expand(n)
         if self.config.use_wide:
-            logit = logit + self.wide(batch.wide).sum(dim=(1, 2))
+            logit = logit + _lookup(self.wide, batch.wide).view(n, -1).sum(1)
         if self.config.use_deep:
-            parts = [self.embedding(batch.sparse).flatten(1)]
+            s = self.config.n_sparse
+            ids = torch.cat([batch.sparse, batch.multi], dim=1) if self.config.multi_lens else batch.sparse
+            looked_up = _lookup(self.embedding, ids)  # [n, S + L, d]
+            fields = looked_up[:, :s]  # [n, S, d]
+            parts = [fields.reshape(n, -1)]
+            pooled = []
             if self.config.multi_lens:
-                tokens = self.embedding(batch.multi)
+                tokens = looked_up[:, s:]
                 present = (batch.multi > 0).to(tokens.dtype)
                 start = 0
                 for length in self.config.multi_lens:
                     seg = slice(start, start + length)
                     count = present[:, seg].sum(1, keepdim=True).clamp_min(1.0)
-                    parts.append(tokens[:, seg].sum(1) / count)
+                    pooled.append(tokens[:, seg].sum(1) / count)
                     start += length
+            parts += pooled
             parts.append(batch.dense)
             logit = logit + self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
         return logit
+
+
+def _table(rows: int, dim: int, sparse_allowed: bool) -> nn.Embedding:
+    """An id table, row 0 = padding (kept as nn.Embedding for its state-dict name and init)."""
+    return nn.Embedding(rows, dim, padding_idx=0, sparse=sparse_allowed and rows * dim >= SPARSE_GRAD_MIN_ELEMENTS)
+
+
+def _lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """Rows of `table` for `ids` [..., k] → [..., k, dim]; the padding row never gets a gradient."""
+    if table.sparse:
+        return F.embedding(ids, table.weight, padding_idx=0, sparse=True)
+    return _PaddedGather.apply(table.weight, ids.reshape(-1)).view(*ids.shape, table.weight.shape[1])
+
+
+class _PaddedGather(torch.autograd.Function):
+    """`weight.index_select(0, ids)` whose backward is one `index_add_` with the padding row's
+    gradient zeroed, as `F.embedding(padding_idx=0)` does: that one's dense CPU backward scans
+    every id once per 1000 table rows, ~10% of a step with a 200k-row hashed wide table."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.rows = weight.shape[0]  # type: ignore[attr-defined]
+        return weight.index_select(0, ids)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (ids,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        weight_grad = grad.new_zeros(ctx.rows, grad.shape[1]).index_add_(0, ids, grad)  # type: ignore[attr-defined]
+        weight_grad[0] = 0.0
+        return weight_grad, None

@@ -43,28 +43,43 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def uses_sparse_grad(cfg: TrainingConfig) -> bool:
-    """Sparse embedding gradients skip touching every row of the large tables each step; only
-    Adagrad supports them exactly (SGD momentum on sparse grads grows a dense-ish buffer)."""
+    """Whether the optimizers allow sparse embedding gradients, which skip touching every row of a
+    huge table each step: Adagrad and SGD without momentum give the same updates as with dense
+    gradients (momentum would move untouched rows; neither sparse form takes weight decay). The
+    model uses them only for tables too large to update densely (`SPARSE_GRAD_MIN_ELEMENTS`)."""
     deep = cfg.deep_optimizer or cfg.optimizer
     wide = cfg.wide_optimizer or cfg.optimizer
-    return all(o.name == "adagrad" or (o.name == "sgd" and o.momentum == 0) for o in (deep, wide))
+    return all((o.name == "adagrad" or (o.name == "sgd" and o.momentum == 0)) and o.weight_decay == 0
+               for o in (deep, wide))
 
 
-def _make(params: list[nn.Parameter], opt: OptimizerConfig) -> torch.optim.Optimizer:
+def _make(params: list[nn.Parameter], opt: OptimizerConfig, fused: bool) -> torch.optim.Optimizer:
+    """`fused`: one multi-threaded kernel per step over all parameters instead of a handful of
+    foreach passes (dense gradients only)."""
     if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=fused)
     if opt.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.Adagrad(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused)
+
+
+def _make_part(params: list[nn.Parameter], opt: OptimizerConfig, sparse: list[nn.Parameter]) -> list[torch.optim.Optimizer]:
+    """The part's dense parameters under a fused optimizer, its sparse-gradient tables (if any)
+    under a plain one with the same settings."""
+    is_sparse = {id(p) for p in sparse}
+    dense = [p for p in params if id(p) not in is_sparse]
+    rest = [p for p in params if id(p) in is_sparse]
+    return ([_make(dense, opt, fused=True)] if dense else []) + ([_make(rest, opt, fused=False)] if rest else [])
 
 
 def build_optimizers(model: WideDeep, cfg: TrainingConfig) -> list[torch.optim.Optimizer]:
-    """One optimizer for the whole model, or one per part when the spec names per-part ones."""
+    """One optimizer setting for the whole model, or one per part when the spec names per-part ones."""
+    sparse = model.sparse_parameters()
     if cfg.wide_optimizer is None and cfg.deep_optimizer is None:
-        return [_make(list(model.parameters()), cfg.optimizer)]
-    opts = [_make(model.wide_parameters(), cfg.wide_optimizer or cfg.optimizer)]
+        return _make_part(list(model.parameters()), cfg.optimizer, sparse)
+    opts = _make_part(model.wide_parameters(), cfg.wide_optimizer or cfg.optimizer, sparse)
     if model.config.use_deep:
-        opts.append(_make(model.deep_parameters(), cfg.deep_optimizer or cfg.optimizer))
+        opts += _make_part(model.deep_parameters(), cfg.deep_optimizer or cfg.optimizer, sparse)
     return opts
 
 
