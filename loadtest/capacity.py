@@ -64,7 +64,8 @@ class Step:
     offered_rps: float
     users: int
     summary: Summary
-    load: float  # 1-minute load average at the end of the step: the neighbours' share included
+    load: float  # 1-minute load average at the end of the step (this test's own processes included)
+    service_cpu_ms: float  # service CPU per request (all workers)
 
     def passed(self, p99_ms: float) -> bool:
         return self.summary.p99_ms <= p99_ms and self.summary.failures == 0
@@ -112,14 +113,19 @@ def measure(stack: Stack, args: argparse.Namespace, model: Path, raw: Path, redi
     def step(rps: float) -> Step:
         users = max(1, round(rps / args.rate_per_user))
         report = args.reports / f"capacity_{layout.workers}x{layout.threads}_{int(rps)}"
+        service_cpu = stack.cpu_seconds("service")
         with (args.reports / "capacity_locust.log").open("a") as log:
             _, summary = run_locust(url, model, raw, users, args.step_time, report, workload, log=log)
         if summary is None:
             raise SetupError(f"Locust made no request at {rps:g} req/s (log: {args.reports / 'capacity_locust.log'})")
-        s = Step(users * args.rate_per_user, users, summary, os.getloadavg()[0])
+        # The service's CPU over the whole step (the 1 s ramp-up too) per request counted after the
+        # reset: a few % high, alike for every step.
+        cpu_ms = (stack.cpu_seconds("service") - service_cpu) * 1e3 / max(summary.requests, 1)
+        s = Step(users * args.rate_per_user, users, summary, os.getloadavg()[0], cpu_ms)
         print(f"  {layout} offered {s.offered_rps:6.0f} req/s → achieved {summary.rps:6.1f}, p50 {summary.p50_ms:g} "
               f"p95 {summary.p95_ms:g} p99 {summary.p99_ms:g} ms, {summary.failures} failures  "
-              f"{'ok' if s.passed(args.p99_ms) else 'MISS'}  (load {s.load:.2f})", flush=True)
+              f"{'ok' if s.passed(args.p99_ms) else 'MISS'}  (load {s.load:.2f}; CPU ms/request: service "
+              f"{s.service_cpu_ms:.2f}, locust {summary.generator_cpu_ms:.2f})", flush=True)
         return s
 
     steps: list[Step] = []
@@ -171,13 +177,15 @@ def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dic
             s = b.summary
             lines.append(f"| {layout} | **{s.rps:.0f}** | {s.p50_ms:g} | {s.p95_ms:g} | {s.p99_ms:g} | {miss_txt} |")
     lines += ["", "<details><summary>every step</summary>", "",
-              "| layout | offered req/s | users | achieved req/s | p50 ms | p95 ms | p99 ms | failures | load avg |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| layout | offered req/s | users | achieved req/s | p50 ms | p95 ms | p99 ms | failures | load avg "
+              "| CPU ms/req service | CPU ms/req Locust |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for layout, steps in results.items():
         for st in sorted(steps, key=lambda x: x.offered_rps):
             s = st.summary
             lines.append(f"| {layout} | {st.offered_rps:.0f} | {st.users} | {s.rps:.1f} | {s.p50_ms:g} | "
-                         f"{s.p95_ms:g} | {s.p99_ms:g} | {s.failures} | {st.load:.2f} |")
+                         f"{s.p95_ms:g} | {s.p99_ms:g} | {s.failures} | {st.load:.2f} | {st.service_cpu_ms:.2f} | "
+                         f"{s.generator_cpu_ms:.2f} |")
     lines += ["", "</details>", "", f"Reproduce: `{meta['command']}`"]
     return "\n".join(lines)
 
@@ -254,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, args.p99_ms, PLOT)
     (args.reports / "capacity.json").write_text(json.dumps({
         "meta": meta, "p99_budget_ms": args.p99_ms, "candidates": args.candidates,
-        "results": {str(k): [{"offered_rps": s.offered_rps, "users": s.users, "load": s.load, **s.summary.as_dict()}
+        "results": {str(k): [{"offered_rps": s.offered_rps, "users": s.users, "load": s.load,
+                             "service_cpu_ms": s.service_cpu_ms, **s.summary.as_dict()}
                             for s in v]
                     for k, v in results.items()}}, indent=1))
     if not args.no_readme:
