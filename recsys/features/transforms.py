@@ -49,7 +49,7 @@ def as_str(values: Any) -> np.ndarray:
 
 
 def as_dictionary(values: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, uniques) with `as_str(values) == uniques[codes]` and uniques distinct.
+    """(codes, uniques) with `as_str(values) == uniques[codes]`, codes ≥ 0 and uniques distinct.
 
     A Categorical is used as it is, so a 10 M-row split never materializes one Python string per
     row; anything else is factorized first. Either way only the distinct values are converted."""
@@ -61,24 +61,33 @@ def as_dictionary(values: Any) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(values, pd.api.extensions.ExtensionArray):
             values = np.atleast_1d(np.asarray(values))
         codes, raw = pd.factorize(values)  # missing values get code -1
-    # Code -1 picks the '' appended at the end; canonical forms can collide (1 and 1.0 are both '1').
-    merged, uniques = pd.factorize(np.append(_canonical(raw), np.array([""], dtype=object)))
-    return merged[codes], np.asarray(uniques, dtype=object)
+    uniques, distinct = _canonical(raw)
+    if len(codes) and codes.min() < 0:  # missing → ''
+        empty = np.flatnonzero(uniques == "")
+        if not (distinct and len(empty)):
+            uniques, empty = np.append(uniques, np.array([""], dtype=object)), np.array([len(uniques)])
+        codes = np.where(codes < 0, empty[0], codes)
+    if not distinct:  # canonical forms can collide: 1 and 1.0 are both '1'
+        merged, uniques = pd.factorize(uniques)
+        return merged[codes], np.asarray(uniques, dtype=object)
+    return codes, uniques
 
 
 def _is_categorical(values: Any) -> bool:
     return isinstance(values, (pd.Categorical, pd.Series)) and isinstance(values.dtype, pd.CategoricalDtype)
 
 
-def _canonical(raw: Any) -> np.ndarray:
-    """Distinct raw values → str, one Python call per distinct value (never per row)."""
+def _canonical(raw: Any) -> tuple[np.ndarray, bool]:
+    """Distinct raw values → (str, whether they are still distinct for sure), one Python call per
+    distinct value at most (never per row). Strings and integers stay distinct; floats, bytes and
+    mixed objects may collide ('1' from 1.0 and from 1)."""
     arr = np.asarray(raw)
     if arr.dtype.kind in "iub":
-        return arr.astype(str).astype(object)
+        return arr.astype(str).astype(object), True
     arr = arr.astype(object)
-    if pd.api.types.infer_dtype(arr, skipna=False) not in ("string", "empty"):
-        arr = pd.Series(arr, dtype=object).map(_canonical_str, na_action="ignore").fillna("").to_numpy(dtype=object)
-    return arr
+    if pd.api.types.infer_dtype(arr, skipna=False) in ("string", "empty"):
+        return arr, True
+    return pd.Series(arr, dtype=object).map(_canonical_str, na_action="ignore").fillna("").to_numpy(dtype=object), False
 
 
 def _canonical_str(v: Any) -> str:
