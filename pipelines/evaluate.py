@@ -23,8 +23,11 @@ from recsys.errors import ArtifactError
 from recsys.features import Batch
 from recsys.inference import Predictor
 from recsys.metrics import all_metrics, calibration_table, roc_curve
+from recsys.spec import OptimizerConfig
 
-__all__ = ["run_evaluate", "offline_scores"]
+__all__ = ["run_evaluate", "offline_scores", "BASELINE_OPTIMIZER"]
+
+BASELINE_OPTIMIZER = OptimizerConfig(name="adagrad", lr=0.05)
 
 
 def offline_scores(predictor: Predictor, features_dir: str | Path, split: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -51,7 +54,10 @@ def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str |
 
     log("training the wide-only logistic baseline on the train split")
     valid_enc, valid_meta = read_split(features_dir, "valid")
-    wide_cfg = artifact.pipeline.spec.training.model_copy(update={"deep_optimizer": None, "wide_optimizer": None})
+    # The baseline gets its own well-tried optimizer (a logistic model is not hurt by a large step),
+    # so a small learning rate chosen for the deep model cannot make it look worse than it is.
+    wide_cfg = artifact.pipeline.spec.training.model_copy(
+        update={"optimizer": BASELINE_OPTIMIZER, "deep_optimizer": None, "wide_optimizer": None})
     wide_model, _ = fit_model(pipeline, spec, wide_cfg, Batch.from_encoded(train_enc, train_meta[y_key].to_numpy()),
                               Batch.from_encoded(valid_enc, valid_meta[y_key].to_numpy()), progress=progress, use_deep=False)
 
