@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Callable, Iterator, Sequence
 
-__all__ = ["REPO", "PREFIX", "SetupError", "Stack", "Summary", "build_model", "free_port", "recsys_cmd",
-           "run_locust", "sigterm_unwinds"]
+__all__ = ["REPO", "PREFIX", "SetupError", "Stack", "Summary", "build_model", "free_port", "prioritize",
+           "recsys_cmd", "run_locust", "sigterm_unwinds"]
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -97,11 +97,21 @@ def _port_open(port: int) -> bool:
         return False
 
 
-class Stack(contextlib.AbstractContextManager["Stack"]):
-    """The processes of one load test; stopped (children of uvicorn included) on exit."""
+def prioritize(pid: int, nice: int) -> None:
+    """Niceness for a process and, where the kernel groups CPU shares by session (autogroup: then a
+    plain nice only counts inside the session), for its session too. Negative values need root."""
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
 
-    def __init__(self, logs: Path) -> None:
+
+class Stack(contextlib.AbstractContextManager["Stack"]):
+    """The processes of one load test; stopped (children of uvicorn included) on exit. With `nice`,
+    each runs at that priority (see `prioritize`); uvicorn's workers inherit it."""
+
+    def __init__(self, logs: Path, nice: int = 0) -> None:
         self.logs = logs
+        self.nice = nice
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         logs.mkdir(parents=True, exist_ok=True)
 
@@ -110,6 +120,8 @@ class Stack(contextlib.AbstractContextManager["Stack"]):
         # Own session: Ctrl-C reaches only this script, which then stops the children in order.
         with log.open("wb") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(list(cmd), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.nice:
+            prioritize(proc.pid, self.nice)
         self._procs.append((name, proc))
         return proc, log
 
