@@ -200,8 +200,8 @@ def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dic
             lines.append(f"| {layout} | **{s.rps:.0f}** | {s.p50_ms:g} | {s.p95_ms:g} | {s.p99_ms:g} | {miss_txt} "
                          f"| {cpu} |")
     lines += ["", "CPU ms/req: CPU time per request of the service (all workers, from /proc; the step's ramp-up "
-              "included) and of Locust, medians over the steps; they change less with the neighbours' load than latency, "
-              "so the CPU ceiling (all cores busy) bounds what this machine could serve quiet.",
+              "included) and of Locust, medians over the steps; they change less with the neighbours' load than "
+              "latency does, so the CPU ceiling (all cores busy) bounds what this machine could serve quiet.",
               "", "<details><summary>every step</summary>", "",
               "| layout | offered req/s | users | achieved req/s | p50 ms | p95 ms | p99 ms | failures | load avg "
               "| CPU ms/req service | CPU ms/req Locust |",
