@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -72,6 +71,36 @@ class Step:
         return self.summary.p99_ms <= p99_ms and self.summary.failures == 0
 
 
+@dataclass(frozen=True)
+class Meta:
+    """What a table needs besides the steps: the budget, the workload and the conditions."""
+
+    p99_ms: float
+    candidates: int
+    max_rps: float
+    nice: int
+    cores: int
+    load_before: str
+    load_after: str
+    date: str
+    command: str
+
+
+def save(path: Path, results: dict[Layout, list[Step]], meta: Meta) -> None:
+    steps = {str(k): [{"offered_rps": s.offered_rps, "users": s.users, "load": s.load,
+                       "service_cpu_ms": s.service_cpu_ms, **s.summary.as_dict()} for s in v]
+             for k, v in results.items()}
+    path.write_text(json.dumps({"meta": asdict(meta), "results": steps}, indent=1))
+
+
+def load(path: Path) -> tuple[dict[Layout, list[Step]], Meta]:
+    data = json.loads(path.read_text())
+    results = {Layout.parse(k.replace("×", "x")): [
+        Step(s["offered_rps"], s["users"], Summary(**{f.name: s[f.name] for f in fields(Summary)}), s["load"],
+             s["service_cpu_ms"]) for s in v] for k, v in data["results"].items()}
+    return results, Meta(**data["meta"])
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest.capacity", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,6 +121,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reports", type=Path, default=REPO / "loadtest" / "reports")
     p.add_argument("--impressions", type=int, default=20_000, help="size of the built model's synthetic data")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in loadtest/README.md")
+    p.add_argument("--render", type=Path, metavar="CAPACITY_JSON",
+                   help="measure nothing: redo the table, plot and README block from a saved capacity.json")
     p.add_argument("--quiet-load", type=float, default=None,
                    help="before each layout, wait until the 1-minute load average is at most this "
                         "(others share the machine); gives up after --quiet-wait seconds and measures anyway")
@@ -174,25 +205,25 @@ def best(steps: list[Step], p99_ms: float) -> Step | None:
     return max(passing, key=lambda s: s.summary.rps, default=None)
 
 
-def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dict[str, object]) -> str:
-    lines = [f"Max throughput with p99 ≤ {args.p99_ms:g} ms, POST /v1/recommendations with {args.candidates} "
-             f"candidates, k=10, 10% cold users, Redis on loopback; {meta['cores']} cores shared with the Locust "
-             f"load generator; load average {meta['load_before']} before, {meta['load_after']} after"
-             + (f"; Redis, service and Locust at nice {args.nice} over the neighbours' processes" if args.nice else "")
-             + f"; {meta['date']}.",
+def table(results: dict[Layout, list[Step]], meta: Meta) -> str:
+    lines = [f"Max throughput with p99 ≤ {meta.p99_ms:g} ms, POST /v1/recommendations with {meta.candidates} "
+             f"candidates, k=10, 10% cold users, Redis on loopback; {meta.cores} cores shared with the Locust "
+             f"load generator; load average {meta.load_before} before, {meta.load_after} after"
+             + (f"; Redis, service and Locust at nice {meta.nice} over the neighbours' processes" if meta.nice else "")
+             + f"; {meta.date}.",
              "",
              "| workers × torch threads | max req/s at p99 ≤ budget | p50 ms | p95 ms | p99 ms "
              "| first miss (offered → achieved req/s, p99 ms) | CPU ms/req service + Locust | CPU ceiling req/s |",
              "|---|---:|---:|---:|---:|---|---:|---:|"]
     for layout, steps in results.items():
-        b = best(steps, args.p99_ms)
-        miss = next((s for s in steps if not s.passed(args.p99_ms)), None)
+        b = best(steps, meta.p99_ms)
+        miss = next((s for s in steps if not s.passed(meta.p99_ms)), None)
         miss_txt = (f"{miss.offered_rps:.0f} → {miss.summary.rps:.0f}, p99 {miss.summary.p99_ms:g}"
                     + (f", {miss.summary.failures} failures" if miss.summary.failures else "")) if miss else \
-            f"none up to {args.max_rps:g} offered"
+            f"none up to {meta.max_rps:g} offered"
         svc = statistics.median(s.service_cpu_ms for s in steps)
         gen = statistics.median(s.summary.generator_cpu_ms for s in steps)
-        cpu = f"{svc:.1f} + {gen:.1f} | {ceiling(layout, svc, gen, meta['cores']):.0f}"  # type: ignore[arg-type]
+        cpu = f"{svc:.1f} + {gen:.1f} | {ceiling(layout, svc, gen, meta.cores):.0f}"
         if b is None:
             lines.append(f"| {layout} | – (missed at the first step) | | | | {miss_txt} | {cpu} |")
         else:
@@ -212,7 +243,7 @@ def table(results: dict[Layout, list[Step]], args: argparse.Namespace, meta: dic
             lines.append(f"| {layout} | {st.offered_rps:.0f} | {st.users} | {s.rps:.1f} | {s.p50_ms:g} | "
                          f"{s.p95_ms:g} | {s.p99_ms:g} | {s.failures} | {st.load:.2f} | {st.service_cpu_ms:.2f} | "
                          f"{s.generator_cpu_ms:.2f} |")
-    lines += ["", "</details>", "", f"Reproduce: `{meta['command']}`"]
+    lines += ["", "</details>", "", f"Reproduce: `{meta.command}`"]
     return "\n".join(lines)
 
 
@@ -221,6 +252,7 @@ def plot(results: dict[Layout, list[Step]], p99_ms: float, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for (layout, steps), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
@@ -232,6 +264,8 @@ def plot(results: dict[Layout, list[Step]], p99_ms: float, path: Path) -> None:
     ax.set_xlabel("achieved requests/s")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_title("POST /v1/recommendations: latency against throughput (workers × threads)")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3, which="both")
@@ -261,43 +295,44 @@ def write_readme(block: str) -> None:
     _atomic(README, lambda tmp: tmp.write_text(new))
 
 
+def run(args: argparse.Namespace, command: str) -> tuple[dict[Layout, list[Step]], Meta]:
+    load_before = os.getloadavg()
+    results: dict[Layout, list[Step]] = {}
+    with sigterm_unwinds(), Stack(args.out / "logs", args.nice) as stack:
+        model, raw = (args.model, args.raw) if args.model else build_model(
+            args.out / "build", users=1000, items=2000, impressions=args.impressions, epochs=1)
+        if args.nice:
+            prioritize(os.getpid(), args.nice)  # Locust inherits it; Stack sets it for Redis and the service
+        redis_url = args.redis_url or stack.redis()
+        stack.materialize(model, raw, redis_url)
+        for layout in args.configs:
+            results[layout] = measure(stack, args, model, raw, redis_url, layout)
+    loads = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    meta = Meta(p99_ms=args.p99_ms, candidates=args.candidates, max_rps=args.max_rps, nice=args.nice,
+                cores=os.cpu_count() or 1, load_before=loads(load_before), load_after=loads(os.getloadavg()),
+                date=time.strftime("%Y-%m-%d %H:%M %Z"), command=command)
+    save(args.reports / "capacity.json", results, meta)
+    return results, meta
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m loadtest.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
-    load_before = os.getloadavg()
-    results: dict[Layout, list[Step]] = {}
     try:
-        with sigterm_unwinds(), Stack(args.out / "logs", args.nice) as stack:
-            model, raw = (args.model, args.raw) if args.model else build_model(
-                args.out / "build", users=1000, items=2000, impressions=args.impressions, epochs=1)
-            if args.nice:
-                prioritize(os.getpid(), args.nice)  # Locust inherits it; Stack sets it for Redis and the service
-            redis_url = args.redis_url or stack.redis()
-            stack.materialize(model, raw, redis_url)
-            for layout in args.configs:
-                results[layout] = measure(stack, args, model, raw, redis_url, layout)
+        results, meta = load(args.render) if args.render else run(args, command.strip())
     except SetupError as err:
         print(f"capacity: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("capacity: interrupted; everything it started was stopped", file=sys.stderr)
         return 130
-    meta = {"cores": os.cpu_count(), "load_before": " / ".join(f"{x:.2f}" for x in load_before),
-            "load_after": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": command.strip(), "python": platform.python_version()}
-    block = table(results, args, meta) + f"\n\n![p50 and p99 against req/s]({PLOT.name})"
+    block = table(results, meta) + f"\n\n![p50 and p99 against req/s]({PLOT.name})"
     print(block)
-    plot(results, args.p99_ms, PLOT)
-    (args.reports / "capacity.json").write_text(json.dumps({
-        "meta": meta, "p99_budget_ms": args.p99_ms, "candidates": args.candidates,
-        "results": {str(k): [{"offered_rps": s.offered_rps, "users": s.users, "load": s.load,
-                             "service_cpu_ms": s.service_cpu_ms, **s.summary.as_dict()}
-                            for s in v]
-                    for k, v in results.items()}}, indent=1))
+    plot(results, meta.p99_ms, PLOT)
     if not args.no_readme:
         write_readme(block)
-    summary = {str(k): (b.summary.rps if (b := best(v, args.p99_ms)) else None) for k, v in results.items()}
-    print(json.dumps({"capacity_rps_at_p99": summary, "p99_budget_ms": args.p99_ms, "load_before": load_before[0],
+    summary = {str(k): (b.summary.rps if (b := best(v, meta.p99_ms)) else None) for k, v in results.items()}
+    print(json.dumps({"capacity_rps_at_p99": summary, "p99_budget_ms": meta.p99_ms, "load_before": meta.load_before,
                       "plot": str(PLOT)}))
     return 0
 
