@@ -43,7 +43,9 @@ __all__ = ["RawData", "RawColumns", "load_raw", "add_statistics", "statistic_key
 
 SPLITS = ("train", "valid", "test")
 CHUNK_ROWS = 500_000  # rows per transform call and parquet row group: bounds the encode memory
-PARQUET_COMPRESSION = "zstd"
+# lz4, and dictionary pages only for the dictionary (key / context) columns: at 500k rows a chunk
+# writes in 0.47 s instead of 0.76 s with zstd + dictionaries everywhere, for files ~1.7x larger.
+PARQUET_COMPRESSION = "lz4"
 
 
 @dataclass
@@ -285,7 +287,9 @@ def write_split(pipeline: FeaturePipeline, raw: RawData, index: np.ndarray, keep
             for start in range(0, len(index), CHUNK_ROWS) if len(index) else [0]:
                 table = encode_chunk(pipeline, raw, _as_slice(index[start:start + CHUNK_ROWS]), keep)
                 if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema, compression=PARQUET_COMPRESSION)
+                    dictionary = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                    writer = pq.ParquetWriter(path, table.schema, compression=PARQUET_COMPRESSION,
+                                              use_dictionary=dictionary)
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.write_table, table)

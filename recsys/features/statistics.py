@@ -53,33 +53,54 @@ def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray,
     span = int(ts.max()) - lo + 1
     # One sortable int64 per event: (code, time). Lower bound of (code, t) = first event at >= t.
     # Everything is computed in sorted order, where the searches' queries ascend (cache-friendly:
-    # 10 M random binary searches took ~30 s), then scattered back to the input order.
-    composite = codes * span + (ts - lo)
-    order = np.argsort(composite)  # ties need no stable order: a range never splits a (code, t) run
+    # 10 M random binary searches took ~30 s), then scattered back to the input order. In-place
+    # steps and early `del`s keep the peak at a few arrays of n (10 M rows: ~0.5 GB).
+    composite = codes * span
+    composite += ts - lo
+    order = _by_code_then_time(codes, ts, composite)
     sorted_comp = composite[order]
     del composite
     cum_pos = np.zeros(n + 1)
-    np.cumsum(np.asarray(label, dtype=np.float64)[order], out=cum_pos[1:])
+    np.cumsum(np.asarray(label)[order], dtype=np.float64, out=cum_pos[1:])
     upper = _run_starts(sorted_comp)  # first event of the row's own (code, t): strictly earlier before it
     sorted_codes = sorted_comp // span
     if window_s is None:
+        del sorted_comp
         lower = _run_starts(sorted_codes)
     else:
         start = window_start(sorted_comp - sorted_codes * span + lo, window_s, bucket_s or window_s)
-        lower = np.searchsorted(sorted_comp, sorted_codes * span + (start - lo), side="left")
-    count, pos = np.empty(n), np.empty(n)
-    count[order] = upper - lower
-    pos[order] = cum_pos[upper] - cum_pos[lower]
+        start -= lo
+        start += sorted_codes * span
+        lower = np.searchsorted(sorted_comp, start, side="left")
+        del sorted_comp, start
+    del sorted_codes
+    pos = np.empty(n)
+    pos[order] = np.subtract(cum_pos[upper], cum_pos[lower])
+    del cum_pos
+    count = np.empty(n)
+    count[order] = np.subtract(upper, lower, out=upper)
     return count, pos
+
+
+def _by_code_then_time(codes: np.ndarray, ts: np.ndarray, composite: np.ndarray) -> np.ndarray:
+    """Row order by (code, time); ties in any order (a range never splits a (code, t) run). Rows
+    already in time order (build-features sorts them) only need a stable sort by code: one or two
+    16-bit radix passes, O(n) and about twice as fast as sorting the composites."""
+    if codes.min() >= 0 and codes.max() < 2**32 and bool(np.all(ts[1:] >= ts[:-1])):
+        order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+        if codes.max() >= 2**16:
+            order = order[np.argsort((codes[order] >> 16).astype(np.uint16), kind="stable")]
+        return order
+    return np.argsort(composite)
 
 
 def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
     """Index of the first element of each element's run of equal values, in a sorted array."""
-    idx = np.arange(len(sorted_values))
-    new_run = np.empty(len(sorted_values), dtype=bool)
-    new_run[0] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
-    return np.maximum.accumulate(np.where(new_run, idx, 0))
+    starts = np.arange(len(sorted_values))
+    same = np.zeros(len(sorted_values), dtype=bool)
+    np.equal(sorted_values[1:], sorted_values[:-1], out=same[1:])
+    starts[same] = 0
+    return np.maximum.accumulate(starts, out=starts)
 
 
 def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, as_of: int | None,
