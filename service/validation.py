@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Protocol, Sequence
 
-from recsys.online import Ranker
+from recsys.online import Ranker, Rows
 from service.errors import invalid
 from service.schemas import Context, ContextValue
 
-__all__ = ["context_values", "check_size"]
+__all__ = ["context_values", "check_size", "request_rows"]
 
 
 def check_size(field: str, n: int, limit: int, env: str) -> None:
@@ -29,3 +30,20 @@ def context_values(ranker: Ranker, contexts: Sequence[Context], field: str) -> l
         raise invalid(f"{field.format(row)}.{name}",
                       f"unknown context field; this model reads {['timestamp', *allowed]}")
     return values
+
+
+class _RowLike(Protocol):
+    user_id: str
+    item_id: str
+    context: Context
+
+
+def request_rows(ranker: Ranker, records: Sequence[_RowLike], field: str) -> Rows:
+    """(user, item, context) records of a /v1/score or /v1/events body as the ranker's Rows; a
+    missing context timestamp means now. `field` names the list in the body, for error messages."""
+    contexts = context_values(ranker, [r.context for r in records], f"{field}.{{}}.context")
+    now = int(time.time())
+    return Rows.from_records(
+        [r.user_id for r in records], [r.item_id for r in records],
+        [now if r.context.timestamp is None else r.context.timestamp for r in records],
+        contexts, ranker.plan.context_columns)

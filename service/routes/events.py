@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 from fastapi import APIRouter
 
-from recsys.online import Rows
 from service.deps import AdminDep, StateDep
 from service.schemas import EventsRequest, EventsResponse
-from service.validation import check_size, context_values
+from service.validation import check_size, request_rows
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[AdminDep])
 
@@ -23,12 +21,7 @@ async def events(body: EventsRequest, state: StateDep) -> EventsResponse:
     event is counted twice."""
     ranker = state.ranker
     check_size("events", len(body.events), state.settings.max_events, "RECSYS_MAX_EVENTS")
-    contexts = context_values(ranker, [e.context for e in body.events], "events.{}.context")
-    now = int(time.time())
-    rows = Rows.from_records(
-        [e.user_id for e in body.events], [e.item_id for e in body.events],
-        [now if e.context.timestamp is None else e.context.timestamp for e in body.events],
-        contexts, ranker.plan.context_columns)
+    rows = request_rows(ranker, body.events, "events")
     labels = np.fromiter((e.label for e in body.events), np.int64, len(body.events))
     updated = await ranker.record_events(state.store, rows, labels, state.settings.ttl_s)
     state.metrics.events.inc(len(body.events))

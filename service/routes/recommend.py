@@ -7,11 +7,10 @@ import time
 import numpy as np
 from fastapi import APIRouter
 
-from recsys.online import Rows
 from service.deps import StateDep
 from service.errors import invalid
 from service.schemas import RecommendRequest, RecommendResponse, ScoredItem, ScoreRequest, ScoreResponse
-from service.validation import check_size, context_values
+from service.validation import check_size, context_values, request_rows
 
 router = APIRouter(prefix="/v1", tags=["ranking"])
 
@@ -41,12 +40,7 @@ async def score(body: ScoreRequest, state: StateDep) -> ScoreResponse:
     t0 = time.perf_counter()
     s, ranker = state.settings, state.ranker
     check_size("rows", len(body.rows), s.max_candidates, "RECSYS_MAX_CANDIDATES")
-    contexts = context_values(ranker, [r.context for r in body.rows], "rows.{}.context")
-    now = int(time.time())
-    rows = Rows.from_records(
-        [r.user_id for r in body.rows], [r.item_id for r in body.rows],
-        [now if r.context.timestamp is None else r.context.timestamp for r in body.rows],
-        contexts, ranker.plan.context_columns)
+    rows = request_rows(ranker, body.rows, "rows")
     scored = await ranker.score(state.store, rows)
     state.metrics.observe(scored.timings, len(rows))
     features = None
