@@ -46,6 +46,7 @@ class WideDeepConfig:
     use_wide: bool = True
     use_deep: bool = True
     sparse_grad: bool = False  # the optimizer allows sparse gradients (SGD without momentum, Adagrad)
+    interactions: bool = False  # add the FM term: pairwise dot products of the field embeddings
 
     @classmethod
     def from_layout(cls, layout: Layout, model: ModelConfig, **overrides: object) -> "WideDeepConfig":
@@ -59,6 +60,7 @@ class WideDeepConfig:
             hidden=tuple(model.hidden),
             dropout=model.dropout,
             embedding_init_std=model.embedding_init_std,
+            interactions=model.interactions,
         )
         return cls(**{**asdict(cfg), **overrides}) if overrides else cfg
 
@@ -136,7 +138,15 @@ class WideDeep(nn.Module):
             parts += pooled
             parts.append(batch.dense)
             logit = logit + self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+            if self.config.interactions:
+                logit = logit + _pairwise_dot_sum(torch.cat([fields, *(p.unsqueeze(1) for p in pooled)], dim=1))
         return logit
+
+
+def _pairwise_dot_sum(fields: torch.Tensor) -> torch.Tensor:
+    """Σ_{i<j} <e_i, e_j> over the field axis in O(fields·d): ½((Σe)² − Σe²) (Rendle's FM identity)."""
+    total = fields.sum(1)
+    return 0.5 * (total.pow(2) - fields.pow(2).sum(1)).sum(1)
 
 
 def _table(rows: int, dim: int, sparse_allowed: bool) -> nn.Embedding:

@@ -130,3 +130,13 @@ def test_per_part_optimizers_update_both_parts(mini_fitted: Fitted, mini_spec: F
     batch = Batch.from_encoded(pipeline.transform(cols), label)
     model, _ = fit_model(pipeline, mini_spec, cfg, batch, None, progress=False)
     assert torch.count_nonzero(model.wide.weight) > 0
+
+
+def test_the_fm_term_equals_the_sum_of_pairwise_dot_products():
+    import torch
+
+    from recsys.model import _pairwise_dot_sum
+
+    fields = torch.randn(3, 5, 4, dtype=torch.float64)
+    explicit = sum((fields[:, i] * fields[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5))
+    assert torch.allclose(_pairwise_dot_sum(fields), explicit)
