@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server on a free port (never mocked), tiny synthetic data, a tiny
+"""Shared fixtures: a real redis-server on a free port (no stand-ins), tiny synthetic data, a tiny
 trained artifact. Heavier fixtures are session-scoped so the suite stays within minutes."""
 
 from __future__ import annotations
