@@ -5,8 +5,8 @@
     python -m loadtest.capacity --model M --raw R --no-readme
 
 For each layout it starts `recsys serve` (Redis and the model as in `loadtest.gate`) and steps the
-offered load up by --growth (×1.5) from --start-rps: Locust users paced at --rate-per-user each
-(open loop: a slow server does not slow the offer). Every request is POST /v1/recommendations
+offered load up by --growth (×1.5) from --start-rps: Locust users sending at --rate-per-user each
+(Poisson arrivals, open loop: a slow server does not slow the offer). Every request is POST /v1/recommendations
 with exactly --candidates (200) candidates. A step passes when its p99 ≤ --p99-ms and no request
 failed; stepping stops at the first miss, then --bisect (2) steps between the last pass and the
 miss narrow it down. The capacity is the highest *achieved* req/s of a passing step. Geometric

@@ -13,9 +13,10 @@ started (also on failure, Ctrl-C or SIGTERM) and prints p50/p95/p99, req/s and f
 then one JSON line. Exit code: 0 within budget, 1 budget missed (the reasons are printed above the
 table), 2 set-up failed (one line naming the step and its log).
 
-The default load is open-loop paced: --users × --rate-per-user requests/s offered (100/s), well
-under this machine's capacity (loadtest/README.md), so a miss means the request path got slower,
-not that the gate asked for too much. Load generator and service share the machine.
+The default load is open loop, Poisson arrivals: --users × --rate-per-user requests/s offered
+(20/s), about a fifth of what one worker's CPU allows on this machine (loadtest/README.md), so a
+miss means the request path got slower, not that the gate asked for too much. Load generator and
+service share the machine.
 """
 
 from __future__ import annotations

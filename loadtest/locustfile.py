@@ -37,13 +37,14 @@ import os
 import random
 import resource
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, events, task
 from locust.env import Environment
 
 from pipelines.io import read_table
@@ -73,7 +74,7 @@ def _options(parser: Any) -> None:
     g.add_argument("--score-share", type=float, default=0.1, help="share of requests that go to /v1/score")
     g.add_argument("--score-rows", type=int, default=20, help="(user, item) rows per /v1/score request")
     g.add_argument("--rate-per-user", type=float, default=0.0,
-                   help="requests/s per simulated user (open-loop pacing); 0 = back to back")
+                   help="requests/s per simulated user, Poisson arrivals (open loop); 0 = back to back")
     g.add_argument("--pool", type=int, default=2000, help="distinct request bodies serialized at start-up")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--p99-ms", type=float, default=50.0, help="fail the run when the p99 is over this")
@@ -179,13 +180,23 @@ def _build_pool(environment: Environment, **_: Any) -> None:
 
 
 class RecsysUser(FastHttpUser):
-    """One client of the ranking API; paced by --rate-per-user, or back to back."""
+    """One client of the ranking API: Poisson arrivals at --rate-per-user, or back to back."""
 
     host = "http://127.0.0.1:8000"
+    _next_at: float  # this user's next scheduled send (time.monotonic)
 
     def wait_time(self) -> float:
+        """Open-loop Poisson arrivals: exponential gaps between *scheduled* send times. Locust starts
+        users in batches, so a fixed pacing (constant_throughput) keeps them in lockstep and sends
+        bursts that queue behind each other (measured at 20 req/s: p50 32 ms, p99 69 ms; with
+        these arrivals 14 and 36 ms). The schedule does not wait for slow replies: a user that fell
+        behind sends at once until it has caught up, so a slow server still gets the offered rate."""
         rate = self.environment.parsed_options.rate_per_user
-        return constant_throughput(rate)(self) if rate > 0 else 0.0
+        if rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        self._next_at = getattr(self, "_next_at", now) + random.expovariate(rate)
+        return max(0.0, self._next_at - now)
 
     @task
     def post(self) -> None:
