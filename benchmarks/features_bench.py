@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         results["build-features"] = run_step("build-features", "--raw", str(raw), "--out", str(out))
         results["transform"] = run_step("transform", "--small-rows", str(args.small_rows), "--calls", str(args.calls))
 
+    rounded = {k: {kk: (round(v, 3) if isinstance(v, float) else v) for kk, v in r.items()} for k, r in results.items()}
     report = {"benchmark": "features", "rows": args.rows, "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
-              **{k: {kk: (round(v, 3) if isinstance(v, float) else v) for kk, v in r.items()} for k, r in results.items()}}
+              **rounded}
     lines = [f"{'step':<16}{'seconds':>9}{'peak RSS MB':>13}  detail"]
     for name, r in results.items():
         detail = r.get("stages") or r.get("note") or ""

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from peers import PEERS, PeerData  # noqa: E402
+
 from pipelines.build_features import build_features, read_split  # noqa: E402
 from pipelines.generate import SyntheticConfig  # noqa: E402
 from pipelines.generate import write as write_synthetic  # noqa: E402
@@ -150,7 +150,8 @@ def run_mlp_only(ds: Dataset, opt: OptimizerConfig, batch_size: int, steps: int)
     return _timed_steps(lambda: loss_fn(mlp(x).squeeze(-1), label), optimizer, steps, batch_size)
 
 
-def _timed_steps(loss: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, steps: int, batch_size: int) -> float:
+def _timed_steps(loss: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, steps: int,
+                 batch_size: int) -> float:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss().backward()
@@ -194,13 +195,15 @@ def run_recsys(ds: Dataset, opt: OptimizerConfig, batch_size: int, epochs: int) 
 # ------------------------------------------------------------------------------------------ report
 def table(cells: list[Cell]) -> str:
     floors = {(c.dataset, c.optimizer): c.best for c in cells if c.runner == "floor"}
-    lines = [f"{'dataset':<22}{'optimizer':<10}{'runner':<24}{'rows':>9}{'samples/s':>12}{'median':>10}{'÷floor':>8}  note"]
+    head = f"{'dataset':<22}{'optimizer':<10}{'runner':<24}{'rows':>9}{'samples/s':>12}{'median':>10}{'÷floor':>8}"
+    lines = [f"{head}  note"]
     for c in cells:
         floor = floors.get((c.dataset, c.optimizer))
         ratio = f"{c.best / floor:.2f}" if c.runs and floor else ""
         best = f"{c.best:,.0f}" if c.runs else "-"
         med = f"{statistics.median(c.runs):,.0f}" if c.runs else "-"
-        lines.append(f"{c.dataset:<22}{c.optimizer:<10}{c.runner:<24}{c.rows:>9,}{best:>12}{med:>10}{ratio:>8}  {c.note}")
+        row = f"{c.dataset:<22}{c.optimizer:<10}{c.runner:<24}{c.rows:>9,}{best:>12}{med:>10}{ratio:>8}"
+        lines.append(f"{row}  {c.note}")
     return "\n".join(lines)
 
 

@@ -99,7 +99,8 @@ def _as_slice(index: np.ndarray | slice) -> np.ndarray | slice:
 
 def _timestamps(values: pd.Series, name: str) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(values):
-        return (values.dt.tz_localize(None) if values.dt.tz else values).astype("datetime64[s]").astype(np.int64).to_numpy()
+        naive = values.dt.tz_localize(None) if values.dt.tz else values
+        return naive.astype("datetime64[s]").astype(np.int64).to_numpy()
     ts = pd.to_numeric(values, errors="coerce")
     if ts.isna().any():
         raise DataError(f"timestamp column '{name}' has {int(ts.isna().sum())} missing or non-numeric values "
@@ -159,8 +160,8 @@ def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
     labels = pd.to_numeric(imp[spec.label], errors="coerce")
     bad = ~labels.isin([0, 1])
     if bad.any():
-        raise DataError(f"label column '{spec.label}' must be 0/1; found {sorted(map(str, imp.loc[bad, spec.label].unique()[:5]))} "
-                        f"(fix: binarize it, e.g. rating >= 4)")
+        found = sorted(map(str, imp.loc[bad, spec.label].unique()[:5]))
+        raise DataError(f"label column '{spec.label}' must be 0/1; found {found} (fix: binarize it, e.g. rating >= 4)")
     ucols, icols = spec.source_columns("users"), spec.source_columns("items")
     users = _read(raw_dir, spec.tables["users"], [spec.user_key, *ucols], spec)
     items = _read(raw_dir, spec.tables["items"], [spec.item_key, *icols], spec)
@@ -253,7 +254,8 @@ def _read_block(table: pa.Table, name: str, dtype: type) -> np.ndarray:
         col = table[name]
         if not pa.types.is_fixed_size_list(col.type):
             return np.zeros((n, 0), dtype=dtype)
-        flat = pa.concat_arrays([c.flatten() for c in col.chunks]) if col.num_chunks else pa.array([], col.type.value_type)
+        chunks = [c.flatten() for c in col.chunks]
+        flat = pa.concat_arrays(chunks) if chunks else pa.array([], col.type.value_type)
         return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, col.type.list_size)
     width = sum(c.startswith(f"{name}.") for c in table.column_names)
     out = np.empty((n, width), dtype=dtype)

@@ -50,7 +50,7 @@ def _zipf_weights(n: int, a: float, rng: np.random.Generator) -> np.ndarray:
 
 def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(cfg.seed)
-    U, I, C, K = cfg.users, cfg.items, cfg.categories, cfg.countries
+    U, I, C, K = cfg.users, cfg.items, cfg.categories, cfg.countries  # noqa: E741 (the model's notation)
     dim = 4
 
     # Users

@@ -63,7 +63,8 @@ def _make(params: list[nn.Parameter], opt: OptimizerConfig, fused: bool) -> torc
     return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused)
 
 
-def _make_part(params: list[nn.Parameter], opt: OptimizerConfig, sparse: list[nn.Parameter]) -> list[torch.optim.Optimizer]:
+def _make_part(params: list[nn.Parameter], opt: OptimizerConfig,
+               sparse: list[nn.Parameter]) -> list[torch.optim.Optimizer]:
     """The part's dense parameters under a fused optimizer, its sparse-gradient tables (if any)
     under a plain one with the same settings."""
     is_sparse = {id(p) for p in sparse}
