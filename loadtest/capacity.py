@@ -255,7 +255,8 @@ def plot(results: dict[Layout, list[Step]], p99_ms: float, path: Path) -> None:
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for (layout, steps), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    for i, (layout, steps) in enumerate(results.items()):
+        color = plt.get_cmap("tab10")(i % 10)
         steps = sorted(steps, key=lambda s: s.summary.rps)
         rps = [s.summary.rps for s in steps]
         ax.plot(rps, [s.summary.p99_ms for s in steps], "o-", color=color, label=f"{layout} p99")
