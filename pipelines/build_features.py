@@ -38,7 +38,7 @@ from recsys.features.statistics import key_codes, point_in_time_counts
 from recsys.features.transforms import as_dictionary, as_str
 from recsys.spec import FeatureSpec
 
-__all__ = ["RawData", "RawColumns", "load_raw", "add_statistics", "statistic_key_columns", "split_indices",
+__all__ = ["RawData", "RawColumns", "load_raw", "add_statistics", "split_indices",
            "encode_chunk", "write_split", "build_features", "read_split", "SPLITS"]
 
 SPLITS = ("train", "valid", "test")
@@ -201,17 +201,6 @@ def _read(raw_dir: str | Path, stem: str, columns: list[str], spec: FeatureSpec)
     return read_table(raw_dir, stem, columns)
 
 
-def statistic_key_columns(spec: FeatureSpec, name: str) -> list[str]:
-    """Raw column names of a statistic's key (the entity key first)."""
-    out = []
-    for k in spec.statistics[name].key:
-        col = k if k in (spec.user_key, spec.item_key) else spec.column_of(k)
-        if col is None:
-            raise SpecError(f"feature '{name}': key '{k}' is not a declared feature or column")
-        out.append(col)
-    return out
-
-
 def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
     f = raw.frame
     ts = f[spec.timestamp].to_numpy()
@@ -219,7 +208,7 @@ def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
     # Counters are whole numbers: int32 holds them exactly at half the memory of float64.
     dtype = np.int32 if len(f) < 2**31 else np.int64
     for name, stat in spec.statistics.items():
-        codes = key_codes([column_values(f[c]) for c in statistic_key_columns(spec, name)])
+        codes = key_codes([column_values(f[c]) for c in spec.statistic_key_columns(name)])
         count, pos = point_in_time_counts(codes, ts, y, stat.window_s, stat.bucket_s)
         f[count_column(name)], f[pos_column(name)] = count.astype(dtype), pos.astype(dtype)
 

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from pipelines.build_features import load_raw, statistic_key_columns
+from pipelines.build_features import load_raw
 from pipelines.io import read_table
 from recsys.features.statistics import sub_key, totals_before
 from recsys.features.transforms import as_str
@@ -98,7 +98,7 @@ def collect_records(spec: FeatureSpec, raw_dir: str | Path, as_of: int | None = 
         frame = load_raw(spec, raw_dir).frame
         ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
         for name, stat in spec.statistics.items():
-            cols = statistic_key_columns(spec, name)
+            cols = spec.statistic_key_columns(name)
             totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s)
             kind = "users" if cols[0] == spec.user_key else "items"
             entity = totals["key0"].to_numpy(dtype=object)

@@ -277,6 +277,12 @@ class FeatureSpec(_Strict):
                 return col
         return None
 
+    def statistic_key_columns(self, name: str) -> list[str]:
+        """Raw column names of a statistic's key (the entity key first); the validator above
+        guarantees each part resolves."""
+        return [k if k in (self.user_key, self.item_key) else self.column_of(k) or k
+                for k in self.statistics[name].key]
+
     def source_columns(self, table: Literal["users", "items", "impressions"]) -> list[str]:
         """Raw attribute columns read from `table` (keys excluded): user features come from users,
         content features from items, context features from impressions (or the request)."""

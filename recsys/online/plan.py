@@ -81,11 +81,9 @@ class OnlinePlan:
         context = tuple(spec.source_columns("impressions"))
         stats = []
         for name, feat in spec.statistics.items():
-            cols = [k if k in (spec.user_key, spec.item_key) else spec.column_of(k) for k in feat.key]
-            if any(c is None for c in cols):
-                raise SpecError(f"feature '{name}': key {feat.key} names an undeclared column")
+            cols = spec.statistic_key_columns(name)
             entity: Literal["user", "item"] = "user" if cols[0] == spec.user_key else "item"
-            sub = tuple(c for c in cols[1:] if c is not None)
+            sub = tuple(cols[1:])
             if entity == "item" and any(c not in context for c in sub):
                 raise SpecError(
                     f"feature '{name}': an item-keyed statistic can be served online only when its other "

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.build_features import add_statistics, load_raw, statistic_key_columns
+from pipelines.build_features import add_statistics, load_raw
 from recsys.features import count_column, pos_column
 from recsys.features.statistics import (
     counter_field,
@@ -207,7 +207,7 @@ def test_build_features_statistics_match_the_definition_on_sampled_rows(tiny_raw
     ts, y = f[spec.timestamp].to_numpy(), f[spec.label].to_numpy()
     rows = np.random.default_rng(0).choice(len(f), 200, replace=False)
     for name, feat in spec.statistics.items():
-        keys = [f[c].to_numpy() for c in statistic_key_columns(spec, name)]
+        keys = [f[c].to_numpy() for c in spec.statistic_key_columns(name)]
         for r in rows:
             same = np.logical_and.reduce([k == k[r] for k in keys]) & (ts < ts[r])
             if feat.window_s is not None:
