@@ -18,14 +18,15 @@ class Unauthorized(RecsysError):
     http_status = 401
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     return request.app.state.service  # type: ignore[no-any-return]
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+async def require_admin(request: Request, state: StateDep) -> None:
     """Bearer token check for routes that change what the service serves. Without a configured
     token they are closed, not open: a forgotten setting must not expose model swaps to anyone."""
     token = state.settings.admin_token

@@ -25,6 +25,7 @@ from recsys.features.transforms import (
     Vocabulary,
     as_float,
     day_of_week,
+    finite_or_zero,
     hash_cross,
     hash_strings,
     hour_of_day,
@@ -113,8 +114,8 @@ class FeaturePipeline:
         return (ts - as_float(self._col(columns, feat.column))) / 86400.0  # type: ignore[arg-type]
 
     def _stat_values(self, columns: Mapping[str, np.ndarray], name: str, feat: StatisticFeature) -> tuple[np.ndarray, np.ndarray]:
-        count = np.nan_to_num(as_float(self._col(columns, count_column(name))), nan=0.0)
-        pos = np.nan_to_num(as_float(self._col(columns, pos_column(name))), nan=0.0)
+        count = finite_or_zero(self._col(columns, count_column(name)))
+        pos = finite_or_zero(self._col(columns, pos_column(name)))
         prior = self.prior if self.prior is not None else 0.0
         rate = (pos + prior * feat.smoothing) / np.maximum(count + feat.smoothing, 1e-9)
         return count, rate

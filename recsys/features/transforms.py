@@ -13,6 +13,7 @@ over small integer codes instead of one string hash per row.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "as_str",
     "as_dictionary",
     "as_float",
+    "finite_or_zero",
     "Vocabulary",
     "MultiHotVocabulary",
     "hash_strings",
@@ -110,6 +112,13 @@ def as_float(values: Any) -> np.ndarray:
     return pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
 
 
+def finite_or_zero(values: np.ndarray) -> np.ndarray:
+    """Counters as float64 with NaN / inf (missing, or not a number) as 0, like a missing counter.
+    (np.nan_to_num costs ~10x more per call on a request's few hundred rows.)"""
+    x = as_float(values)
+    return np.where(np.isfinite(x), x, 0.0)
+
+
 class Vocabulary:
     """Value → id with a min-count and an optional cap; ids follow descending train frequency."""
 
@@ -117,7 +126,8 @@ class Vocabulary:
         self.min_count = min_count
         self.max_size = max_size
         self.values: list[str] | None = None
-        self._index: pd.Index | None = None
+        self._index: pd.Index | None = None  # built on first use: bulk lookups of distinct values
+        self._ids: dict[str, int] | None = None  # built on first use: a request's per-value lookups
 
     def fit(self, values: np.ndarray) -> "Vocabulary":
         codes, uniques = as_dictionary(values)
@@ -134,7 +144,7 @@ class Vocabulary:
         if self.max_size is not None:
             kept = kept[: self.max_size]
         self.values = [str(v) for v in kept]
-        self._index = None
+        self._index = self._ids = None
         return self
 
     @property
@@ -148,9 +158,33 @@ class Vocabulary:
         return self.values
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Vectorized hash lookup (pandas Index) of the distinct values: unseen map to 0, never raise."""
-        codes, uniques = as_dictionary(values)
-        return self.encode_distinct(uniques)[codes]
+        """Ids of raw values: unseen map to 0, never raise.
+
+        A request's few hundred str values take one C-level dict lookup each (`map`), ~20x cheaper
+        than factorizing them; only values that miss AND are not str (numbers, None) go through the
+        canonical path, so the result is exactly that of `encode_distinct(as_str(values))`.
+        Categoricals (a whole split read dictionary-encoded) are encoded per category instead."""
+        arr = values if _is_categorical(values) else np.asarray(values)
+        if arr.dtype != object or arr.ndim != 1:
+            codes, uniques = as_dictionary(arr)
+            return self.encode_distinct(uniques)[codes]
+        n = len(arr)
+        ids = np.fromiter(map(self._lookup().get, arr, repeat(-1, n)), dtype=np.int64, count=n)
+        missed = np.flatnonzero(ids < 0)
+        if len(missed):
+            is_str = np.fromiter(map(isinstance, arr[missed], repeat(str)), dtype=bool, count=len(missed))
+            odd = missed[~is_str]
+            ids[missed] = 0  # a str that misses is unseen
+            if len(odd):
+                codes, uniques = as_dictionary(arr[odd])
+                ids[odd] = self.encode_distinct(uniques)[codes]
+        return ids
+
+    def _lookup(self) -> dict[str, int]:
+        if self._ids is None:
+            values = self._require()
+            self._ids = dict(zip(values, range(1, len(values) + 1), strict=False))
+        return self._ids
 
     def encode_distinct(self, uniques: np.ndarray) -> np.ndarray:
         """Ids of canonical strings (as `as_str` gives them)."""

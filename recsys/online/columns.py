@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.features.statistics import counter_field, sub_key
-from recsys.features.transforms import as_float, as_str
+from recsys.features.transforms import as_float, as_str, finite_or_zero
 from recsys.online.plan import ColumnKind, OnlinePlan
 from recsys.store.base import Fetched
 from recsys.store.keys import KeySpace
@@ -137,7 +137,7 @@ def _distinct(*columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
 def counter_fields(statistic: str, subs: list[str], kind: str, buckets: list[int] | None = None) -> list[str]:
     """`counter_field` for every row ('c' count, 'p' positives; bucket -1 or None = no window),
     formatted once per distinct (sub-key, bucket)."""
-    pairs = list(zip(subs, buckets if buckets is not None else [-1] * len(subs)))
+    pairs = list(zip(subs, buckets if buckets is not None else [-1] * len(subs), strict=False))
     names = {(s, b): counter_field(statistic, s, kind, None if b < 0 else b) for s, b in dict.fromkeys(pairs)}
     return list(map(names.__getitem__, pairs))
 
@@ -233,10 +233,10 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
     at = np.arange(n)[:, None]
     for s in plan.statistics if read.counters else ():
         if s.entity == "item":
-            for column, index in zip((s.count_column, s.pos_column), read.item_counters[s.name]):
+            for column, index in zip((s.count_column, s.pos_column), read.item_counters[s.name], strict=False):
                 # One combination (the ranking request): plain column slices, no per-row gather.
                 picked = numbers[:, index[0]] if (index == index[0]).all() else numbers[at, index]
-                cols[column] = np.nan_to_num(picked, nan=0.0).sum(axis=1)
+                cols[column] = finite_or_zero(picked).sum(axis=1)
             continue
         # A user's counters are fields of its record: sum each distinct (user, sub-key, window) once.
         window = s.buckets(rows.timestamp)

@@ -86,7 +86,7 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
     users: set[str] = set()
     items: set[str] = set()
     scored = 0
-    for a, b in zip(starts[:-1], starts[1:]):
+    for a, b in zip(starts[:-1], starts[1:], strict=False):
         group = range(a, b)
         g_users = {records[i][spec.user_key] for i in group}
         g_items = {records[i][spec.item_key] for i in group}

@@ -83,7 +83,7 @@ def test_ids_stay_inside_the_tables_and_fields_never_share_rows(mini_fitted: Fit
         offsets = np.unique(enc.sparse[:, j] - local[name])
         assert len(offsets) == 1, name
         spans.append((int(offsets[0]), int(offsets[0] + local[name].max())))
-    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
     assert spans[-1][1] < np.unique(enc.multi[enc.multi > 0]).min()  # multi-hot ids come after
 
 

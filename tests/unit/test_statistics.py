@@ -31,7 +31,7 @@ def brute_force_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray, win
     """The definition, row by row (test-only reference): same key, strictly earlier, and with a
     window at or after `window_s` before the start of the row's time bucket."""
     count, pos = np.zeros(len(codes)), np.zeros(len(codes))
-    for i, (c, t) in enumerate(zip(codes, ts)):
+    for i, (c, t) in enumerate(zip(codes, ts, strict=False)):
         seen = (codes == c) & (ts < t)
         if window_s is not None:
             seen &= ts >= (t // bucket_s) * bucket_s - window_s
@@ -169,7 +169,7 @@ def test_totals_before_equals_what_an_impression_at_as_of_would_see():
     probe_users, probe_cats = users[:10], cats[:10]
     codes = key_codes([np.r_[users, probe_users], np.r_[cats, probe_cats]])
     count, pos = point_in_time_counts(codes, np.r_[ts, np.full(10, as_of)], np.r_[label, np.zeros(10)])
-    for j, (u, c) in enumerate(zip(probe_users, probe_cats)):
+    for j, (u, c) in enumerate(zip(probe_users, probe_cats, strict=False)):
         row = totals.loc[(u, c)] if (u, c) in totals.index else pd.Series({"count": 0.0, "positives": 0.0})
         assert (row["count"], row["positives"]) == (count[n + j], pos[n + j])
 
