@@ -74,6 +74,15 @@ def test_vocabulary_encodes_an_integer_id_read_as_float_like_the_integer():
     assert vocab.encode(np.array([2.0, 1.0])).tolist() == vocab.encode(np.array(["2", "1"], dtype=object)).tolist()
 
 
+def test_vocabulary_request_lookup_equals_the_canonical_path_for_any_value_type():
+    """encode's per-value dict path (plain object arrays, the request path) must give exactly the ids
+    of the canonical path (factorize → as_str → index), including non-str values that miss."""
+    vocab = Vocabulary().fit(np.array(["1", "2", "x", "x", "y"], dtype=object))
+    probe = np.array([1, 2.0, "x", np.str_("y"), None, np.nan, "", "z", b"x", True, 3.5], dtype=object)
+    canonical = vocab.encode_distinct(as_str(probe))
+    assert vocab.encode(probe).tolist() == canonical.tolist() == [2, 3, 1, 4, 0, 0, 0, 0, 1, 2, 0]
+
+
 def test_vocabulary_json_round_trip_gives_identical_ids():
     values = np.array(list("abracadabra") + [None], dtype=object)
     vocab = Vocabulary(min_count=2, max_size=3).fit(values)
