@@ -47,7 +47,8 @@ def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str |
     spec, pipeline, manifest = load_features(features_dir)
     if manifest["feature_version"] != artifact.feature_version:
         raise ArtifactError(f"artifact feature_version {artifact.feature_version} does not match the features in "
-                            f"{features_dir} ({manifest['feature_version']}); evaluate on the features it was trained on")
+                            f"{features_dir} ({manifest['feature_version']}); evaluate on the features it was "
+                            f"trained on")
     predictor = Predictor.from_artifact(artifact)
     train_enc, train_meta = read_split(features_dir, "train")
     y_key, u_key, i_key = spec.label, spec.user_key, spec.item_key
@@ -59,7 +60,8 @@ def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str |
     wide_cfg = artifact.pipeline.spec.training.model_copy(
         update={"optimizer": BASELINE_OPTIMIZER, "deep_optimizer": None, "wide_optimizer": None})
     wide_model, _ = fit_model(pipeline, spec, wide_cfg, Batch.from_encoded(train_enc, train_meta[y_key].to_numpy()),
-                              Batch.from_encoded(valid_enc, valid_meta[y_key].to_numpy()), progress=progress, use_deep=False)
+                              Batch.from_encoded(valid_enc, valid_meta[y_key].to_numpy()), progress=progress,
+                              use_deep=False)
 
     wide = Predictor(pipeline, wide_model, "wide-only")
     metrics: dict[str, Any] = {}
@@ -102,7 +104,7 @@ def _summary(metrics: dict[str, Any]) -> str:
         rows.append(("Bayes-optimal", "test.bayes_optimal."))
     lines = [f"{'test split':<14}{'AUC':>8}{'logloss':>9}{'NDCG@10':>9}{'Recall@10':>10}"]
     for name, p in rows:
-        def f(k: str) -> str:
+        def f(k: str, p: str = p) -> str:
             v = metrics.get(p + k)
             return f"{v:.4f}" if isinstance(v, float) else "-"
         lines.append(f"{name:<14}{f('auc'):>8}{f('logloss'):>9}{f('ndcg@10'):>9}{f('recall@10'):>10}")
@@ -165,7 +167,8 @@ def _write_report(out: Path, version: str, metrics: dict[str, Any], curves: dict
         "padding:2px 8px}img{margin:4px;max-width:32%}</style>"
         f"<h1>Evaluation of model {html.escape(version)}</h1>"
         f"<pre>{html.escape(_summary(metrics))}</pre>{imgs}"
-        f"<h2>Calibration (test)</h2><table><tr><th>bin</th><th>rows</th><th>mean predicted</th><th>observed</th></tr>{calib}</table>"
+        "<h2>Calibration (test)</h2><table><tr><th>bin</th><th>rows</th><th>mean predicted</th>"
+        f"<th>observed</th></tr>{calib}</table>"
         f"<h2>All metrics</h2><table>{rows}</table>"
     )
     tmp = out / ".report.html.tmp"

@@ -42,7 +42,8 @@ def fit_model(pipeline: FeaturePipeline, spec: FeatureSpec, cfg: TrainingConfig,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    config = WideDeepConfig.from_layout(pipeline.layout, spec.model, sparse_grad=uses_sparse_grad(cfg), **config_overrides)
+    config = WideDeepConfig.from_layout(pipeline.layout, spec.model, sparse_grad=uses_sparse_grad(cfg),
+                                        **config_overrides)
     model = WideDeep(config)
     result = train(model, train_b, valid_b, cfg, progress=progress, on_epoch=on_epoch)
     return model, result

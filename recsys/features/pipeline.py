@@ -113,7 +113,8 @@ class FeaturePipeline:
         ts = as_float(self._col(columns, self.spec.timestamp))
         return (ts - as_float(self._col(columns, feat.column))) / 86400.0  # type: ignore[arg-type]
 
-    def _stat_values(self, columns: Mapping[str, np.ndarray], name: str, feat: StatisticFeature) -> tuple[np.ndarray, np.ndarray]:
+    def _stat_values(self, columns: Mapping[str, np.ndarray], name: str,
+                     feat: StatisticFeature) -> tuple[np.ndarray, np.ndarray]:
         count = finite_or_zero(self._col(columns, count_column(name)))
         pos = finite_or_zero(self._col(columns, pos_column(name)))
         prior = self.prior if self.prior is not None else 0.0
@@ -129,7 +130,8 @@ class FeaturePipeline:
         self.prior = float(label.mean())
         for name, feat in self.spec.features.items():
             if isinstance(feat, CategoricalFeature):
-                self._vocabs[name] = Vocabulary(feat.min_count, feat.max_vocab).fit(self._col(columns, feat.column or name))
+                vocab = Vocabulary(feat.min_count, feat.max_vocab)
+                self._vocabs[name] = vocab.fit(self._col(columns, feat.column or name))
             elif isinstance(feat, MultiHotFeature):
                 self._multi[name] = MultiHotVocabulary(feat.separator, feat.max_len, feat.min_count).fit(
                     self._col(columns, feat.column or name)

@@ -29,7 +29,7 @@ def start_cli(*args: object) -> subprocess.Popen[str]:
     """Start `recsys ARGS` without waiting (several can run side by side)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([recsys_command(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tempfile.gettempdir())  # stray relative outputs stay out of the repo
+                            text=True, env=env, cwd=tempfile.gettempdir())  # stray relative outputs: not in the repo
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -48,5 +48,6 @@ def run_cli(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[
 def run_ok(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run a step that must succeed; on failure show its stderr, not just the exit code."""
     result = run_cli(*args, timeout=timeout)
-    assert result.returncode == 0, f"recsys {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}"
+    command = " ".join(map(str, args))
+    assert result.returncode == 0, f"recsys {command} exited {result.returncode}:\n{result.stderr[-3000:]}"
     return result

@@ -40,7 +40,8 @@ def test_counter_fields_format_like_counter_field() -> None:
     subs = ["", "cat1", "cat1", ""]
     assert counter_fields("s", subs, "c") == [counter_field("s", x, "c") for x in subs]
     buckets = [5, 5, 6, 7]
-    assert counter_fields("s", subs, "p", buckets) == [counter_field("s", x, "p", b) for x, b in zip(subs, buckets, strict=False)]
+    assert counter_fields("s", subs, "p", buckets) == [counter_field("s", x, "p", b)
+                                                       for x, b in zip(subs, buckets, strict=True)]
 
 
 def test_typed_values_equal_the_offline_values() -> None:

@@ -102,7 +102,8 @@ def _train_once(optimizer: str, seed: int) -> tuple[dict[str, torch.Tensor], flo
     cols, label = mini_columns(1500, seed=1)
     train, valid = slice(0, 1200), slice(1200, None)
     pipeline = FeaturePipeline(spec).fit({k: v[train] for k, v in cols.items()}, label[train])
-    batches = [Batch.from_encoded(pipeline.transform({k: v[s] for k, v in cols.items()}), label[s]) for s in (train, valid)]
+    batches = [Batch.from_encoded(pipeline.transform({k: v[s] for k, v in cols.items()}), label[s])
+               for s in (train, valid)]
     model, result = fit_model(pipeline, spec, spec.training, *batches, progress=False)
     return model.state_dict(), auc(label[valid], predict(model, batches[1]))
 
