@@ -30,7 +30,7 @@ def edited(**features: Any) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("name", ["synthetic", "movielens-100k"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in SPECS.glob("*.yaml")))
 def test_shipped_specs_parse(name: str):
     spec = load_spec(SPECS / f"{name}.yaml")
     assert spec.features and spec.statistics
