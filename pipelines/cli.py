@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.demo import DEMO_IMPRESSIONS, DEMO_ITEMS, DEMO_USERS
 from recsys.errors import RecsysError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -126,14 +127,16 @@ def evaluate(
 def demo(
     out: Annotated[Path, typer.Option(help="every step's output goes under here")] = Path("runs/demo"),
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the model at the end")] = True,
-    impressions: int = 400_000,
+    users: Annotated[int, typer.Option(min=1, help="synthetic users (few, heavy: see pipelines/demo.py)")] = DEMO_USERS,
+    items: Annotated[int, typer.Option(min=1, help="synthetic videos")] = DEMO_ITEMS,
+    impressions: Annotated[int, typer.Option(min=1, help="synthetic impressions")] = DEMO_IMPRESSIONS,
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> None:
     """generate → build-features → train → evaluate on synthetic data, then serve the model."""
     from pipelines.demo import run_demo
 
-    run_demo(out, impressions=impressions, serve=serve, host=host, port=port)
+    run_demo(out, users=users, items=items, impressions=impressions, serve=serve, host=host, port=port)
 
 
 @app.command()
