@@ -44,8 +44,8 @@ def as_str(values: Any) -> np.ndarray:
         arr = np.asarray(values, dtype=object)
         if arr.ndim == 0:
             arr = arr.reshape(1)
-        if not (arr.size and not isinstance(arr[0], str) or pd.isna(arr).any()):
-            return arr  # already str: no copy
+        if pd.api.types.infer_dtype(arr, skipna=False) in ("string", "empty"):
+            return arr  # every value already a str (none missing): no copy
     codes, uniques = as_dictionary(values)
     return uniques[codes]
 
@@ -163,6 +163,7 @@ class Vocabulary:
         A request's few hundred str values take one C-level dict lookup each (`map`), ~20x cheaper
         than factorizing them; only values that miss AND are not str (numbers, None) go through the
         canonical path, so the result is exactly that of `encode_distinct(as_str(values))`.
+        (Unhashable values, e.g. a list inside an object array, raise TypeError on either path.)
         Categoricals (a whole split read dictionary-encoded) are encoded per category instead."""
         arr = values if _is_categorical(values) else np.asarray(values)
         if arr.dtype != object or arr.ndim != 1:

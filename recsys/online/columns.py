@@ -95,12 +95,6 @@ def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
     """Raw values (str from the store, JSON scalars from a request, None = missing) typed like the
     offline columns: categories as canonical str ('' = missing), numbers as float64 (NaN = missing)."""
     if kind == "text":
-        values = _fill_none(values, "")
-        if pd.api.types.infer_dtype(values, skipna=False) in ("string", "empty"):
-            return values  # already what as_str would return
-        if values.size and isinstance(values[0], str):
-            # Mixed JSON types (rare, from requests): as_str decides by the first element only.
-            return np.array([as_str(np.array([v], dtype=object))[0] for v in values], dtype=object)
         return as_str(values)
     if kind == "number":
         if values.dtype.kind in "fiub":

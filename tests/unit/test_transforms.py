@@ -78,9 +78,16 @@ def test_vocabulary_request_lookup_equals_the_canonical_path_for_any_value_type(
     """encode's per-value dict path (plain object arrays, the request path) must give exactly the ids
     of the canonical path (factorize → as_str → index), including non-str values that miss."""
     vocab = Vocabulary().fit(np.array(["1", "2", "x", "x", "y"], dtype=object))
-    probe = np.array([1, 2.0, "x", np.str_("y"), None, np.nan, "", "z", b"x", True, 3.5], dtype=object)
-    canonical = vocab.encode_distinct(as_str(probe))
-    assert vocab.encode(probe).tolist() == canonical.tolist() == [2, 3, 1, 4, 0, 0, 0, 0, 1, 2, 0]
+    for probe, ids in (
+        (np.array([1, 2.0, "x", np.str_("y"), None, np.nan, "", "z", b"x", 3.5], dtype=object),
+         [2, 3, 1, 4, 0, 0, 0, 0, 1, 0]),
+        (np.array(["x", 1, 2.0, None], dtype=object), [1, 2, 3, 0]),  # str first, then other types
+    ):
+        assert vocab.encode(probe).tolist() == vocab.encode_distinct(as_str(probe)).tolist() == ids
+
+
+def test_as_str_canonicalizes_every_value_not_just_the_first():
+    assert as_str(np.array(["x", 1, 2.0, None], dtype=object)).tolist() == ["x", "1", "2", ""]
 
 
 def test_vocabulary_json_round_trip_gives_identical_ids():
