@@ -8,7 +8,6 @@ never share state.
 
 from __future__ import annotations
 
-import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -18,7 +17,7 @@ from fastapi import FastAPI
 
 from recsys.store.factory import build_store
 from service.errors import register_exception_handlers
-from service.lifecycle import prepare_ranker
+from service.lifecycle import freeze_long_lived, prepare_ranker
 from service.metrics import BodyLimitMiddleware, Metrics, TimingMiddleware
 from service.routes import admin, events, health, recommend
 from service.settings import ServiceSettings
@@ -42,10 +41,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             ranker = await prepare_ranker(settings, store, settings.model_dir, require_features=False)
             metrics.set_model(ranker.version, ranker.feature_version)
             app.state.service = ServiceState(settings=settings, store=store, ranker=ranker, metrics=metrics)
-            # Everything loaded so far lives as long as the process: out of the collector's
-            # generations, full collections stop walking it (shorter GC pauses, the p99's enemy).
-            gc.collect()
-            gc.freeze()
+            freeze_long_lived()
             log.info("serving model %s (features %s) from %s with store %s", ranker.version,
                      ranker.feature_version, settings.model_dir, store.name)
             yield

@@ -189,7 +189,7 @@ class RedisStore:
         if not keys:
             return 0
         cmds = [pack("MULTI")]
-        for key, rec in zip(keys, records, strict=False):
+        for key, rec in zip(keys, records, strict=True):
             cmds.append(pack("DEL", key))
             if rec:
                 cmds.append(pack("HSET", key, *[x for fv in rec.items() for x in fv]))

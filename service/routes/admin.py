@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from recsys.errors import RecsysError
 from service.deps import AdminDep, StateDep
-from service.lifecycle import prepare_ranker
+from service.lifecycle import freeze_long_lived, prepare_ranker
 from service.schemas import ReloadRequest, ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["operations"], dependencies=[AdminDep])
@@ -33,5 +33,6 @@ async def reload(state: StateDep, body: ReloadRequest | None = None) -> ReloadRe
         state.ranker = ranker
         state.metrics.set_model(ranker.version, ranker.feature_version)
         state.metrics.reloads.labels("ok").inc()
+        freeze_long_lived()
     return ReloadResponse(model_version=ranker.version, feature_version=ranker.feature_version,
                           previous_version=previous.version, took_ms=(time.perf_counter() - t0) * 1e3)

@@ -29,7 +29,7 @@ async def recommend(body: RecommendRequest, state: StateDep) -> RecommendRespons
     ts = body.context.timestamp if body.context.timestamp is not None else int(time.time())
     ranked = await ranker.rank(state.store, body.user_id, body.candidates, ts, context, body.k)
     state.metrics.observe(ranked.timings, ranked.candidates)
-    items = [ScoredItem(item_id=i, score=p) for i, p in zip(ranked.item_ids, ranked.scores, strict=False)]
+    items = [ScoredItem(item_id=i, score=p) for i, p in zip(ranked.item_ids, ranked.scores, strict=True)]
     return RecommendResponse(items=items, model_version=ranker.version, took_ms=(time.perf_counter() - t0) * 1e3)
 
 
