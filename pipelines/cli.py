@@ -64,7 +64,8 @@ def import_movielens(
 
 @app.command("build-features")
 def build_features(
-    spec: Annotated[str, typer.Option(help="spec YAML path or built-in name (synthetic, movielens-100k)")],
+    spec: Annotated[str, typer.Option(
+        help="spec YAML path or built-in name (synthetic, movielens-100k, movielens-100k-random)")],
     raw: Annotated[Path, typer.Option(help="folder with impressions, users, items tables")],
     out: Annotated[Path, typer.Option(help="folder for encoded splits + transforms.json")],
     split: Annotated[Optional[str], typer.Option(help="override the spec's split: time | random")] = None,
@@ -88,8 +89,10 @@ def train(
     out: Annotated[Path, typer.Option(help="artifact folder to write")],
     epochs: Optional[int] = None,
     batch_size: Optional[int] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adagrad | adam (whole model)")] = None,
-    lr: Optional[float] = None,
+    optimizer: Annotated[Optional[str], typer.Option(
+        help="sgd | adagrad | adam: replaces the spec's `optimizer` (a part the spec trains apart, e.g. its "
+             "wide_optimizer, keeps its own); pass --lr with it")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="learning rate of the spec's `optimizer`")] = None,
     seed: Optional[int] = None,
     threads: Optional[int] = None,
     quiet: bool = False,

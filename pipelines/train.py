@@ -54,6 +54,14 @@ def popular_items(meta: pd.DataFrame, spec: FeatureSpec, n: int = POPULAR_ITEMS)
     return counts.sort_values(["sum", "count"], ascending=False).index[:n].astype(str).tolist()
 
 
+def _optimizers(cfg: TrainingConfig) -> str:
+    """'sgd lr=0.1' or, with parts trained apart, 'deep sgd lr=0.1, wide sgd lr=0.003'."""
+    parts = {"deep": cfg.deep_optimizer, "wide": cfg.wide_optimizer}
+    if not any(parts.values()):
+        return f"{cfg.optimizer.name} lr={cfg.optimizer.lr}"
+    return ", ".join(f"{part} {(o or cfg.optimizer).name} lr={(o or cfg.optimizer).lr}" for part, o in parts.items())
+
+
 def run_train(features_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None,
               log: Callable[[str], None] = print, progress: bool = True) -> tuple[Path, dict[str, Any]]:
     spec, pipeline, manifest = load_features(features_dir)
@@ -66,7 +74,7 @@ def run_train(features_dir: str | Path, out_dir: str | Path, overrides: dict[str
     train_b = Batch.from_encoded(train_enc, train_meta[spec.label].to_numpy())
     valid_b = Batch.from_encoded(valid_enc, valid_meta[spec.label].to_numpy())
     log(f"training on {len(train_b):,} rows, validating on {len(valid_b):,} "
-        f"({cfg.optimizer.name} lr={cfg.optimizer.lr}, batch {cfg.batch_size}, ≤{cfg.epochs} epochs)")
+        f"({_optimizers(cfg)}, batch {cfg.batch_size}, ≤{cfg.epochs} epochs)")
 
     def report(row: dict[str, float]) -> None:
         log(f"  epoch {int(row['epoch'])}: train logloss {row['train_logloss']:.4f}  valid auc "
