@@ -170,6 +170,9 @@ class Vocabulary:
             codes, uniques = as_dictionary(arr)
             return self.encode_distinct(uniques)[codes]
         n = len(arr)
+        if n > 1 and arr[0] is arr[-1] and (arr == arr[0]).all():
+            # One value on every row (a ranking request's user and context columns): look it up once.
+            return np.full(n, self.encode(arr[:1])[0], dtype=np.int64)
         ids = np.fromiter(map(self._lookup().get, arr, repeat(-1, n)), dtype=np.int64, count=n)
         missed = np.flatnonzero(ids < 0)
         if len(missed):

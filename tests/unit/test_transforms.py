@@ -86,6 +86,14 @@ def test_vocabulary_request_lookup_equals_the_canonical_path_for_any_value_type(
         assert vocab.encode(probe).tolist() == vocab.encode_distinct(as_str(probe)).tolist() == ids
 
 
+def test_vocabulary_encodes_a_constant_column_like_its_single_value():
+    vocab = Vocabulary().fit(np.array(["a", "b", "b"], dtype=object))
+    for value, expected in (("a", 2), ("b", 1), ("unseen", 0), (None, 0), (1.0, 0)):
+        column = np.array([value] * 4, dtype=object)
+        assert vocab.encode(column).tolist() == [expected] * 4
+    assert vocab.encode(np.array(["a", "b", "a"], dtype=object)).tolist() == [2, 1, 2]  # same ends, not constant
+
+
 def test_as_str_canonicalizes_every_value_not_just_the_first():
     assert as_str(np.array(["x", 1, 2.0, None], dtype=object)).tolist() == ["x", "1", "2", ""]
 
