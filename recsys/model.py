@@ -104,7 +104,7 @@ class WideDeep(nn.Module):
             layers.append(nn.Linear(width, 1))
             self.mlp = nn.Sequential(*layers)
 
-    def wide_parameters(self) -> list[nn.Parameter]:
+    def wide_parameters(self) -> list[torch.Tensor]:
         return [self.bias, self.wide.weight] if self.config.use_wide else [self.bias]
 
     def deep_parameters(self) -> list[nn.Parameter]:

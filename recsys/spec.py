@@ -8,7 +8,7 @@ request. It is parsed once into frozen pydantic models; errors name the feature 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 Group = Literal["user", "context", "impression", "content"]
+Table = Literal["impressions", "users", "items"]
 
 
 _GROUP_TABLE = {"user": "users", "content": "items", "context": "impressions", "impression": "impressions"}
@@ -113,7 +114,7 @@ class TimeFeature(_NumericOptions):
     group: Group = "context"
     part: Literal["hour", "weekday", "age"]
     column: str | None = None  # for part=age: the timestamp column the age is measured from
-    table: Literal["items", "users", "impressions"] = "items"  # where `column` lives (part=age)
+    table: Table = "items"  # where `column` lives (part=age)
     wide: bool = True
 
     @model_validator(mode="after")
@@ -224,9 +225,7 @@ class FeatureSpec(_Strict):
     item_key: str = "item_id"
     label: str = "label"
     timestamp: str = "timestamp"
-    tables: dict[Literal["impressions", "users", "items"], str] = Field(
-        default_factory=lambda: {"impressions": "impressions", "users": "users", "items": "items"}
-    )
+    tables: dict[Table, str] = Field(default_factory=lambda: {t: t for t in get_args(Table)})
     # Columns copied from impressions into the encoded splits untouched, e.g. the synthetic
     # generator's true click probability (for the Bayes-optimal AUC). Never model inputs.
     passthrough: list[str] = Field(default_factory=list)
@@ -283,7 +282,7 @@ class FeatureSpec(_Strict):
         return [k if k in (self.user_key, self.item_key) else self.column_of(k) or k
                 for k in self.statistics[name].key]
 
-    def source_columns(self, table: Literal["users", "items", "impressions"]) -> list[str]:
+    def source_columns(self, table: Table) -> list[str]:
         """Raw attribute columns read from `table` (keys excluded): user features come from users,
         content features from items, context features from impressions (or the request)."""
         cols: list[str] = []

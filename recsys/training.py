@@ -11,7 +11,7 @@ import copy
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ def uses_sparse_grad(cfg: TrainingConfig) -> bool:
                for o in (deep, wide))
 
 
-def _make(params: list[nn.Parameter], opt: OptimizerConfig, fused: bool) -> torch.optim.Optimizer:
+def _make(params: Sequence[torch.Tensor], opt: OptimizerConfig, fused: bool) -> torch.optim.Optimizer:
     """`fused`: one multi-threaded kernel per step over all parameters instead of a handful of
     foreach passes (dense gradients only)."""
     if opt.name == "sgd":
@@ -63,8 +63,8 @@ def _make(params: list[nn.Parameter], opt: OptimizerConfig, fused: bool) -> torc
     return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused)
 
 
-def _make_part(params: list[nn.Parameter], opt: OptimizerConfig,
-               sparse: list[nn.Parameter]) -> list[torch.optim.Optimizer]:
+def _make_part(params: Sequence[torch.Tensor], opt: OptimizerConfig,
+               sparse: Sequence[torch.Tensor]) -> list[torch.optim.Optimizer]:
     """The part's dense parameters under a fused optimizer, its sparse-gradient tables (if any)
     under a plain one with the same settings."""
     is_sparse = {id(p) for p in sparse}

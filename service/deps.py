@@ -20,7 +20,7 @@ class Unauthorized(RecsysError):
 
 async def get_state(request: Request) -> ServiceState:
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

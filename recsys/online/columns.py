@@ -82,8 +82,11 @@ class Read:
     counters: bool = True  # False: attributes only (what events need to key their counters)
 
 
+_NONE = np.array(None, dtype=object)  # np.equal(values, _NONE): elementwise `is None` for object arrays
+
+
 def _fill_none(values: np.ndarray, fill: object) -> np.ndarray:
-    missing = np.equal(values, None)
+    missing = np.equal(values, _NONE)
     if not missing.any():
         return values
     out = values.copy()
@@ -181,7 +184,7 @@ def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
     text needs no canonicalization. Returns the attribute columns and the float matrix (NaN =
     missing or not a number) that the counters are read from."""
     items = np.array(flat, dtype=object).reshape(n, len(read.fields))
-    missing = np.equal(items, None)
+    missing = np.equal(items, _NONE)
     n_attr = len(plan.item_columns)
     numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"]
     numeric += list(range(n_attr, items.shape[1]))  # the counters

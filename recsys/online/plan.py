@@ -108,9 +108,9 @@ class OnlinePlan:
 def _column_kinds(spec: FeatureSpec, stats: list[StatisticPlan]) -> dict[str, ColumnKind]:
     """'text' when every reader treats the column as a category, 'number' when every reader parses it
     as a float; 'raw' (left to the pipeline's own coercion) when readers disagree."""
-    seen: dict[str, set[str]] = {}
+    seen: dict[str, set[ColumnKind]] = {}
 
-    def mark(col: str, kind: str) -> None:
+    def mark(col: str, kind: ColumnKind) -> None:
         seen.setdefault(col, set()).add(kind)
 
     mark(spec.user_key, "text")
@@ -126,4 +126,4 @@ def _column_kinds(spec: FeatureSpec, stats: list[StatisticPlan]) -> dict[str, Co
     for s in stats:
         for col in s.sub_columns:
             mark(col, "text")
-    return {c: (next(iter(k)) if len(k) == 1 else "raw") for c, k in seen.items()}  # type: ignore[misc]
+    return {c: (next(iter(k)) if len(k) == 1 else "raw") for c, k in seen.items()}
