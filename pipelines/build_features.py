@@ -245,7 +245,8 @@ def _read_block(table: pa.Table, name: str, dtype: type) -> np.ndarray:
             return np.zeros((n, 0), dtype=dtype)
         chunks = [c.flatten() for c in col.chunks]
         flat = pa.concat_arrays(chunks) if chunks else pa.array([], col.type.value_type)
-        return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, col.type.list_size)
+        block: np.ndarray = flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        return block.reshape(n, col.type.list_size)
     width = sum(c.startswith(f"{name}.") for c in table.column_names)
     out = np.empty((n, width), dtype=dtype)
     for j in range(width):

@@ -124,7 +124,7 @@ class WideDeep(nn.Module):
             s = self.config.n_sparse
             ids = torch.cat([batch.sparse, batch.multi], dim=1) if self.config.multi_lens else batch.sparse
             # split, not slicing: its backward is one cat instead of a zero fill + copy per slice
-            fields, tokens = _lookup(self.embedding, ids).split([s, ids.shape[1] - s], dim=1)  # [n, S|L, d]
+            fields, tokens = torch.split(_lookup(self.embedding, ids), [s, ids.shape[1] - s], dim=1)  # [n, S|L, d]
             parts = [fields.reshape(n, -1)]
             pooled = []
             if self.config.multi_lens:
@@ -158,7 +158,8 @@ def _lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     """Rows of `table` for `ids` [..., k] → [..., k, dim]; the padding row never gets a gradient."""
     if table.sparse:
         return F.embedding(ids, table.weight, padding_idx=0, sparse=True)
-    return _PaddedGather.apply(table.weight, ids.reshape(-1)).view(*ids.shape, table.weight.shape[1])
+    rows: torch.Tensor = _PaddedGather.apply(table.weight, ids.reshape(-1))  # type: ignore[no-untyped-call]
+    return rows.view(*ids.shape, table.weight.shape[1])
 
 
 class _PaddedGather(torch.autograd.Function):

@@ -20,7 +20,8 @@ class Unauthorized(RecsysError):
 
 async def get_state(request: Request) -> ServiceState:
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
-    return request.app.state.service
+    state: ServiceState = request.app.state.service
+    return state
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

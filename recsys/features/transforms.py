@@ -47,7 +47,7 @@ def as_str(values: Any) -> np.ndarray:
         if pd.api.types.infer_dtype(arr, skipna=False) in ("string", "empty"):
             return arr  # every value already a str (none missing): no copy
     codes, uniques = as_dictionary(values)
-    return uniques[codes]
+    return np.take(uniques, codes, axis=0)
 
 
 def as_dictionary(values: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +105,7 @@ def as_float(values: Any) -> np.ndarray:
     if isinstance(values, pd.Series):
         values = values.array
     if isinstance(values, pd.Categorical):
-        return np.append(as_float(values.categories.to_numpy(dtype=object)), np.nan)[values.codes]
+        return np.take(np.append(as_float(values.categories.to_numpy(dtype=object)), np.nan), values.codes, axis=0)
     arr = np.asarray(values)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64, copy=False)
@@ -168,7 +168,7 @@ class Vocabulary:
         arr = values if _is_categorical(values) else np.asarray(values)
         if arr.dtype != object or arr.ndim != 1:
             codes, uniques = as_dictionary(arr)
-            return self.encode_distinct(uniques)[codes]
+            return np.take(self.encode_distinct(uniques), codes, axis=0)
         n = len(arr)
         if n > 1 and arr[0] is arr[-1] and (arr == arr[0]).all():
             # One value on every row (a ranking request's user and context columns): look it up once.
@@ -236,7 +236,7 @@ class MultiHotVocabulary:
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         codes, uniques = as_dictionary(values)
-        return self._encode_distinct(uniques)[codes]
+        return np.take(self._encode_distinct(uniques), codes, axis=0)  # rows: [n, max_len]
 
     def _encode_distinct(self, uniques: np.ndarray) -> np.ndarray:
         lists = _split_tokens(uniques, self.separator)
@@ -289,7 +289,7 @@ def hash_strings(values: np.ndarray, buckets: int) -> np.ndarray:
     h = pd.util.hash_array(uniques, categorize=False)
     ids = (h % np.uint64(buckets - 1)).astype(np.int64) + 1
     ids[uniques == ""] = 0
-    return ids[codes]
+    return np.take(ids, codes, axis=0)
 
 
 def hash_cross(components: list[np.ndarray], buckets: int) -> np.ndarray:
