@@ -33,7 +33,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from loadtest.stack import REPO, SetupError, Stack, Summary, build_model, prioritize, run_locust, sigterm_unwinds
+from loadtest.stack import (
+    REPO,
+    SetupError,
+    Stack,
+    Summary,
+    build_model,
+    exit_codes,
+    prioritize,
+    run_locust,
+    sigterm_unwinds,
+)
 
 __all__ = ["main"]
 
@@ -316,17 +326,11 @@ def run(args: argparse.Namespace, command: str) -> tuple[dict[Layout, list[Step]
     return results, meta
 
 
+@exit_codes("capacity")
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m loadtest.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
-    try:
-        results, meta = load(args.render) if args.render else run(args, command.strip())
-    except SetupError as err:
-        print(f"capacity: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("capacity: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
+    results, meta = load(args.render) if args.render else run(args, command.strip())
     block = table(results, meta) + f"\n\n![p50 and p99 against req/s]({PLOT.name})"
     print(block)
     plot(results, meta.p99_ms, PLOT)

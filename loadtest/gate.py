@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from loadtest.stack import REPO, SetupError, Stack, Summary, build_model, run_locust, sigterm_unwinds
+from loadtest.stack import REPO, Stack, Summary, build_model, exit_codes, run_locust, sigterm_unwinds
 
 __all__ = ["main"]
 
@@ -70,32 +70,26 @@ def render(summary: Summary, args: argparse.Namespace) -> str:
     return "\n".join([head, sep, row])
 
 
+@exit_codes("gate")
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     load_before = os.getloadavg()[0]
-    try:
-        with sigterm_unwinds(), Stack(args.out / "logs") as stack:
-            model, raw = (args.model, args.raw) if args.model else build_model(
-                args.out / "build", users=1000, items=2000, impressions=args.impressions, epochs=1)
-            redis_url = args.redis_url or stack.redis()
-            stack.materialize(model, raw, redis_url)
-            url = stack.service(model, redis_url, args.workers, args.threads)
-            print(f"gate: {args.users} users × {args.rate_per_user:g} req/s for {args.run_time} against {url}",
-                  flush=True)
-            for attempt in range(1, args.attempts + 1):
-                rc, summary = run_locust(url, model, raw, args.users, args.run_time, args.report, [
-                    "--rate-per-user", str(args.rate_per_user), "--p99-ms", str(args.p99_ms),
-                    "--p95-ms", str(args.p95_ms), *extra])
-                if rc == 0 or attempt == args.attempts:
-                    break
-                print(f"gate: attempt {attempt} of {args.attempts} missed the budget (load average "
-                      f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores); running the load again", flush=True)
-    except SetupError as err:
-        print(f"gate: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("gate: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
+    with sigterm_unwinds(), Stack(args.out / "logs") as stack:
+        model, raw = (args.model, args.raw) if args.model else build_model(
+            args.out / "build", users=1000, items=2000, impressions=args.impressions, epochs=1)
+        redis_url = args.redis_url or stack.redis()
+        stack.materialize(model, raw, redis_url)
+        url = stack.service(model, redis_url, args.workers, args.threads)
+        print(f"gate: {args.users} users × {args.rate_per_user:g} req/s for {args.run_time} against {url}",
+              flush=True)
+        for attempt in range(1, args.attempts + 1):
+            rc, summary = run_locust(url, model, raw, args.users, args.run_time, args.report, [
+                "--rate-per-user", str(args.rate_per_user), "--p99-ms", str(args.p99_ms),
+                "--p95-ms", str(args.p95_ms), *extra])
+            if rc == 0 or attempt == args.attempts:
+                break
+            print(f"gate: attempt {attempt} of {args.attempts} missed the budget (load average "
+                  f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores); running the load again", flush=True)
     if summary is None:
         print(f"gate: FAILED: Locust exited {rc} without stats (see the output above and {args.out / 'logs'})")
         return rc or 1

@@ -22,9 +22,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import FrameType
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, ParamSpec, Sequence
 
-__all__ = ["REPO", "PREFIX", "SetupError", "Stack", "Summary", "build_model", "free_port", "prioritize",
+__all__ = ["REPO", "PREFIX", "SetupError", "Stack", "Summary", "build_model", "exit_codes", "free_port", "prioritize",
            "recsys_cmd", "run_locust", "sigterm_unwinds"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,6 +201,26 @@ def sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+P = ParamSpec("P")
+
+
+def exit_codes(tool: str) -> Callable[[Callable[P, int]], Callable[P, int]]:
+    """A load tool's `main` with the shared exit codes: 2 and one line when a set-up step failed, 130
+    when interrupted (Ctrl-C, or SIGTERM under `sigterm_unwinds`), after `Stack` stopped everything."""
+    def wrap(main: Callable[P, int]) -> Callable[P, int]:
+        def run(*args: P.args, **kwargs: P.kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except SetupError as err:
+                print(f"{tool}: error: {err}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print(f"{tool}: interrupted; everything it started was stopped", file=sys.stderr)
+                return 130
+        return run
+    return wrap
 
 
 @dataclass(frozen=True)
