@@ -104,7 +104,11 @@ def save(path: Path, results: dict[Layout, list[Step]], meta: Meta) -> None:
 
 
 def load(path: Path) -> tuple[dict[Layout, list[Step]], Meta]:
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SetupError(f"--render {path}: cannot read a capacity.json ({err}; fix: pass the file a capacity "
+                         f"run wrote, e.g. loadtest/reports/capacity.json)") from None
     results = {Layout.parse(k.replace("×", "x")): [
         Step(s["offered_rps"], s["users"], Summary(**{f.name: s[f.name] for f in fields(Summary)}), s["load"],
              s["service_cpu_ms"]) for s in v] for k, v in data["results"].items()}
