@@ -58,8 +58,8 @@ class EntityRecords:
         key_of = keys.users if self.kind == "users" else keys.items
         for a in range(0, len(self.ids), size):
             b = min(a + size, len(self.ids))
-            records = [dict(zip(self.fields[s:e].tolist(), self.values[s:e].tolist(), strict=False))
-                       for s, e in zip(self.starts[a:b], self.starts[a + 1:b + 1], strict=False)]
+            records = [dict(zip(self.fields[s:e].tolist(), self.values[s:e].tolist(), strict=True))
+                       for s, e in zip(self.starts[a:b], self.starts[a + 1:b + 1], strict=True)]
             yield key_of(self.ids[a:b].tolist()), records
 
 

@@ -187,7 +187,7 @@ class Vocabulary:
     def _lookup(self) -> dict[str, int]:
         if self._ids is None:
             values = self._require()
-            self._ids = dict(zip(values, range(1, len(values) + 1), strict=False))
+            self._ids = dict(zip(values, range(1, len(values) + 1), strict=True))
         return self._ids
 
     def encode_distinct(self, uniques: np.ndarray) -> np.ndarray:

@@ -134,7 +134,7 @@ def _distinct(*columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
 def counter_fields(statistic: str, subs: list[str], kind: str, buckets: list[int] | None = None) -> list[str]:
     """`counter_field` for every row ('c' count, 'p' positives; bucket -1 or None = no window),
     formatted once per distinct (sub-key, bucket)."""
-    pairs = list(zip(subs, buckets if buckets is not None else [-1] * len(subs), strict=False))
+    pairs = list(zip(subs, buckets if buckets is not None else [-1] * len(subs), strict=True))
     names = {(s, b): counter_field(statistic, s, kind, None if b < 0 else b) for s, b in dict.fromkeys(pairs)}
     return list(map(names.__getitem__, pairs))
 
@@ -230,7 +230,7 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
     at = np.arange(n)[:, None]
     for s in plan.statistics if read.counters else ():
         if s.entity == "item":
-            for column, index in zip((s.count_column, s.pos_column), read.item_counters[s.name], strict=False):
+            for column, index in zip((s.count_column, s.pos_column), read.item_counters[s.name], strict=True):
                 # One combination (the ranking request): plain column slices, no per-row gather.
                 picked = numbers[:, index[0]] if (index == index[0]).all() else numbers[at, index]
                 cols[column] = finite_or_zero(picked).sum(axis=1)

@@ -180,7 +180,7 @@ class RedisStore:
             return [], []
         payload = b"".join([pack("HGETALL", k) for k in whole]) + (_pack_hmget(keys, fields) if n_hmget else b"")
         out = await self._call(payload, len(whole) + n_hmget, self.timeout_s, "a read")
-        records = [dict(zip(r[::2], r[1::2], strict=False)) for r in out[: len(whole)]]
+        records = [dict(zip(r[::2], r[1::2], strict=True)) for r in out[: len(whole)]]
         return records, list(chain.from_iterable(out[len(whole):]))
 
     async def write(self, keys: Sequence[str], records: Sequence[Mapping[str, str]], ttl_s: int | None = None) -> int:
@@ -207,7 +207,7 @@ class RedisStore:
         if not keys:
             return
         cmds = [pack("MULTI")]
-        cmds += [pack("HINCRBY", k, f, int(a)) for k, f, a in zip(keys, fields, amounts, strict=False)]
+        cmds += [pack("HINCRBY", k, f, int(a)) for k, f, a in zip(keys, fields, amounts, strict=True)]
         if ttl_s is not None:
             cmds += [pack("EXPIRE", k, ttl_s) for k in dict.fromkeys(keys)]
         cmds.append(pack("EXEC"))
