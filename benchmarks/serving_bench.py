@@ -1,6 +1,8 @@
 """Serving latency, side by side in one run (one torch thread everywhere):
 
   forward        the bare model forward on pre-encoded candidates: the floor
+  forward-plain  the same without taking the first layer's product over shared columns once
+                 (recsys.model.WideDeep._mlp): what the floor was before
   raw→scores     FeaturePipeline.transform + forward from raw column values (the issue's 1.5 ms target)
   rank/redis     in-process Ranker.rank: one Redis round trip + assemble + transform + forward + top-k
   rank/embedded  the same with the embedded store
@@ -39,6 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import recsys.model  # noqa: E402
 from pipelines.materialize import materialize  # noqa: E402
 from recsys.artifact import load_artifact  # noqa: E402
 from recsys.online import Ranker, Rows, assemble, plan_read  # noqa: E402
@@ -119,6 +122,9 @@ async def in_process(ranker: Ranker, redis: RedisStore, memory: MemoryStore, wor
         cols = assemble(ranker.plan, rows, read, await redis.read(read.whole, read.keys, read.fields))
         enc = ranker.predictor.pipeline.transform(cols)
         results[f"forward/{size}"] = pct(await timed(lambda e=enc: ranker.predictor.score_encoded(e), n_req))
+        split_from, recsys.model.SHARED_COLUMNS_MIN_ROWS = recsys.model.SHARED_COLUMNS_MIN_ROWS, 1 << 62
+        results[f"forward-plain/{size}"] = pct(await timed(lambda e=enc: ranker.predictor.score_encoded(e), n_req))
+        recsys.model.SHARED_COLUMNS_MIN_ROWS = split_from
         results[f"raw→scores/{size}"] = pct(await timed(lambda c=cols: ranker.predictor.score(c), n_req))
         for name, store in (("redis", redis), ("embedded", memory)):
             stages: list[Any] = []

@@ -141,3 +141,34 @@ def test_the_fm_term_equals_the_sum_of_pairwise_dot_products():
     fields = torch.randn(3, 5, 4, dtype=torch.float64)
     explicit = sum((fields[:, i] * fields[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5))
     assert torch.allclose(_pairwise_dot_sum(fields), explicit)
+
+
+def test_inference_takes_the_shared_columns_product_once_with_the_same_scores(mini_fitted: Fitted,
+                                                                             mini_spec: FeatureSpec):
+    """A ranking batch (one user and context, many items): the first layer's product over the
+    columns every row shares is taken once. Scores equal the plain MLP's to float32 rounding, also
+    after the weights change in place (the cached weight slices follow them)."""
+    model, batch = model_and_batch(mini_fitted, mini_spec)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # trained-looking weights, not the zero / small init
+            p.normal_(0.0, 0.3)
+    ranking = batch.slice(slice(0, 64))
+    half = ranking.sparse.shape[1] // 2 + 1
+    ranking.sparse[:, :half] = ranking.sparse[0, :half]
+    ranking.dense[:, 0] = 0.5
+    model.eval()
+    calls: list[int] = []
+    model.mlp[0].register_forward_hook(lambda *_: calls.append(1))
+    for _ in range(2):
+        plain = model(ranking)  # gradients on: the plain path
+        assert calls and calls.pop()
+        with torch.inference_mode():
+            fast = model(ranking)
+        assert not calls  # the first layer ran as the split product
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            model.mlp[0].weight.mul_(-1.5)  # the second round must see these weights
+    with torch.inference_mode():  # fewer rows than the threshold: the plain path
+        model(ranking.slice(slice(0, 3)))
+    assert calls
