@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where tensors are made: feature building never pays for torch (~1 s, ~250 MB)
+    import torch
 
 __all__ = ["Encoded", "Batch"]
 
@@ -42,6 +45,8 @@ class Batch:
 
     @classmethod
     def from_encoded(cls, enc: Encoded, label: np.ndarray | None = None) -> "Batch":
+        import torch
+
         return cls(
             sparse=torch.from_numpy(np.ascontiguousarray(enc.sparse, dtype=np.int64)),
             multi=torch.from_numpy(np.ascontiguousarray(enc.multi, dtype=np.int64)),
