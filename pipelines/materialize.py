@@ -8,6 +8,10 @@ One HASH per user and per item under the artifact's versioned keys (`recsys.stor
   (all events when omitted), in the record of the key's entity, named by `counter_field`; a windowed
   statistic gets one pair per time bucket that an impression at `as_of` can still see.
 
+Beside them, the popularity ranking (a sorted set, `KeySpace.popular`): every item with an impression
+before `as_of`, scored by its positive events. The service ranks its top items when a request brings
+no candidates, and POST /v1/events keeps adding to it.
+
 Every record is replaced whole (DEL + HSET in one transaction per chunk), so a second run with the
 same inputs changes nothing, and readers never see half a record. The meta record is written last;
 the service's /readyz and /admin/reload look for it before trusting the keys. Events posted after
@@ -36,7 +40,7 @@ from recsys.spec import FeatureSpec
 from recsys.store.base import OnlineStore
 from recsys.store.keys import KeySpace
 
-__all__ = ["EntityRecords", "collect_records", "write_records", "materialize", "run_materialize"]
+__all__ = ["EntityRecords", "Popularity", "collect_records", "write_records", "materialize", "run_materialize"]
 
 CHUNK = 1000  # records per transaction: big enough to amortize the round trip, small enough to not stall Redis
 
@@ -63,6 +67,20 @@ class EntityRecords:
             yield key_of(self.ids[a:b].tolist()), records
 
 
+@dataclass
+class Popularity:
+    """Items with an impression before `as_of`, and their positive events (the ranking's scores)."""
+
+    items: np.ndarray  # canonical str ids
+    positives: np.ndarray  # float64
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, spec: FeatureSpec, as_of: int | None) -> "Popularity":
+        seen = frame if as_of is None else frame[frame[spec.timestamp].to_numpy() < as_of]
+        positives = seen.groupby(spec.item_key, observed=True, sort=False)[spec.label].sum()
+        return cls(as_str(positives.index.to_numpy()), positives.to_numpy(dtype=np.float64))
+
+
 def _long(ids: np.ndarray, fields: list[np.ndarray], values: list[np.ndarray], kind: str) -> EntityRecords:
     f = np.concatenate(fields) if fields else np.empty(0, dtype=object)
     v = np.concatenate(values) if values else np.empty(0, dtype=object)
@@ -87,40 +105,44 @@ def _attributes(spec: FeatureSpec, raw_dir: str | Path, table: str, key: str,
     return (np.concatenate(out_ids) if out_ids else np.empty(0, dtype=object)), fields, values
 
 
-def collect_records(spec: FeatureSpec, raw_dir: str | Path, as_of: int | None = None) -> dict[str, EntityRecords]:
-    """Read the raw tables and compute the statistics' totals: the CPU part, no store involved."""
+def collect_records(spec: FeatureSpec, raw_dir: str | Path,
+                    as_of: int | None = None) -> tuple[dict[str, EntityRecords], Popularity]:
+    """Read the raw tables and compute the statistics' totals and the popularity ranking: the CPU
+    part, no store involved."""
     parts: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {}
     for kind, key in (("users", spec.user_key), ("items", spec.item_key)):
         ids, fields, values = _attributes(spec, raw_dir, kind, key, spec.source_columns(kind))  # type: ignore[arg-type]
         # One id entry per (entity, field) row; users without attributes still get their counters below.
         parts[kind] = ([ids], fields, values)
-    if spec.statistics:
-        frame = load_raw(spec, raw_dir).frame
-        ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
-        for name, stat in spec.statistics.items():
-            cols = spec.statistic_key_columns(name)
-            totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s)
-            kind = "users" if cols[0] == spec.user_key else "items"
-            entity = totals["key0"].to_numpy(dtype=object)
-            subs = sub_key([totals[f"key{i}"].to_numpy() for i in range(1, len(cols))]).tolist() \
-                if len(cols) > 1 else [""] * len(totals)
-            buckets = totals["bucket"].astype(np.int64).tolist() if "bucket" in totals else None
-            for field_kind, column in (("c", "count"), ("p", "positives")):
-                parts[kind][0].append(entity)
-                parts[kind][1].append(np.array(counter_fields(name, subs, field_kind, buckets), dtype=object))
-                parts[kind][2].append(totals[column].to_numpy().astype(np.int64).astype(str).astype(object))
-    return {kind: _long(np.concatenate(ids), fields, values, kind) for kind, (ids, fields, values) in parts.items()}
+    frame = load_raw(spec, raw_dir).frame
+    ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
+    for name, stat in spec.statistics.items():
+        cols = spec.statistic_key_columns(name)
+        totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s)
+        kind = "users" if cols[0] == spec.user_key else "items"
+        entity = totals["key0"].to_numpy(dtype=object)
+        subs = sub_key([totals[f"key{i}"].to_numpy() for i in range(1, len(cols))]).tolist() \
+            if len(cols) > 1 else [""] * len(totals)
+        buckets = totals["bucket"].astype(np.int64).tolist() if "bucket" in totals else None
+        for field_kind, column in (("c", "count"), ("p", "positives")):
+            parts[kind][0].append(entity)
+            parts[kind][1].append(np.array(counter_fields(name, subs, field_kind, buckets), dtype=object))
+            parts[kind][2].append(totals[column].to_numpy().astype(np.int64).astype(str).astype(object))
+    records = {kind: _long(np.concatenate(ids), fields, values, kind) for kind, (ids, fields, values) in parts.items()}
+    return records, Popularity.of(frame, spec, as_of)
 
 
 async def write_records(store: OnlineStore, keys: KeySpace, records: dict[str, EntityRecords],
-                        as_of: int | None = None, ttl_s: int | None = None,
+                        popular: Popularity, as_of: int | None = None, ttl_s: int | None = None,
                         progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Replace every record in chunks, then write the meta record that marks the keys complete."""
+    """Replace every record in chunks and the popularity ranking, then write the meta record that
+    marks the keys complete."""
     for recs in records.values():
         for chunk_keys, chunk in recs.chunks(keys):
             await store.write(chunk_keys, chunk, ttl_s)
             if progress:
                 progress(len(chunk_keys))
+    await store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(), ttl_s)
     counts = {kind: len(r) for kind, r in records.items()}
     meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
             "materialized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -136,10 +158,10 @@ async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    records = await asyncio.to_thread(collect_records, spec, raw_dir, as_of)
+    records, popular = await asyncio.to_thread(collect_records, spec, raw_dir, as_of)
     total = sum(len(r) for r in records.values())
     with tqdm(total=total, desc="materialize", unit="rec", disable=not progress, leave=False) as bar:
-        counts = await write_records(store, keys, records, as_of, ttl_s, bar.update)
+        counts = await write_records(store, keys, records, popular, as_of, ttl_s, bar.update)
     seconds = time.perf_counter() - t0
     log(f"materialized {counts.get('users', 0):,} users + {counts.get('items', 0):,} items into {store.name} "
         f"({keys.base}*) in {seconds:.1f}s, {total / max(seconds, 1e-9):,.0f} records/s"

@@ -8,6 +8,8 @@ never share state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -17,7 +19,7 @@ from fastapi import FastAPI
 
 from recsys.store.factory import build_store
 from service.errors import register_exception_handlers
-from service.lifecycle import freeze_long_lived, prepare_ranker
+from service.lifecycle import freeze_long_lived, prepare_ranker, refresh_popular_forever
 from service.metrics import BodyLimitMiddleware, Metrics, TimingMiddleware
 from service.routes import admin, events, health, recommend
 from service.settings import ServiceSettings
@@ -40,11 +42,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await store.ping()  # fail fast with "cannot connect to redis at ..." rather than serve 503s
             ranker = await prepare_ranker(settings, store, settings.model_dir, require_features=False)
             metrics.set_model(ranker.version, ranker.feature_version)
-            app.state.service = ServiceState(settings=settings, store=store, ranker=ranker, metrics=metrics)
+            state = app.state.service = ServiceState(settings=settings, store=store, ranker=ranker, metrics=metrics)
             freeze_long_lived()
-            log.info("serving model %s (features %s) from %s with store %s", ranker.version,
-                     ranker.feature_version, settings.model_dir, store.name)
-            yield
+            log.info("serving model %s (features %s) from %s with store %s; default candidates: %d popular "
+                     "items from the %s", ranker.version, ranker.feature_version, settings.model_dir, store.name,
+                     len(ranker.popular), ranker.popular_source)
+            refresher = asyncio.create_task(refresh_popular_forever(state, settings.popular_refresh_s)) \
+                if settings.popular_refresh_s > 0 else None
+            try:
+                yield
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await refresher
         finally:
             await store.close()
 

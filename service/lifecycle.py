@@ -13,13 +13,14 @@ from pathlib import Path
 
 from pipelines.materialize import materialize
 from recsys.artifact import load_artifact
-from recsys.errors import ArtifactError, SpecError
+from recsys.errors import ArtifactError, SpecError, StoreError
 from recsys.online import Ranker
 from recsys.store.base import OnlineStore
 from recsys.store.memory import MemoryStore
 from service.settings import ServiceSettings
+from service.state import ServiceState
 
-__all__ = ["prepare_ranker", "freeze_long_lived"]
+__all__ = ["prepare_ranker", "freeze_long_lived", "refresh_popular_forever"]
 
 log = logging.getLogger("uvicorn.error")  # printed by uvicorn's configured handler
 
@@ -49,8 +50,22 @@ async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_di
             log.warning("no features materialized for feature version %s in %s: every request is a cold "
                         "start until `recsys materialize` runs (/readyz says not_ready)",
                         ranker.feature_version, store.name)
+    await ranker.refresh_popular(store)
     await asyncio.to_thread(ranker.warm_up)
     return ranker
+
+
+async def refresh_popular_forever(state: ServiceState, every_s: float) -> None:
+    """Every `every_s`, the served model's default candidates from the store's popularity ranking
+    (POST /v1/events keeps it current). A failed read keeps the last list and is counted as a store
+    error; the next round tries again. Runs until cancelled (at shutdown)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await state.ranker.refresh_popular(state.store)
+        except StoreError as err:
+            state.metrics.store_errors.inc()
+            log.warning("popular items not refreshed: %s", err)
 
 
 def freeze_long_lived() -> None:

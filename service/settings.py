@@ -31,7 +31,10 @@ RECSYS_MAX_EVENTS (10000)
 RECSYS_MAX_BODY_BYTES (1048576)
     larger request bodies are refused with 413 before parsing.
 RECSYS_POPULAR_CANDIDATES (200)
-    how many of the artifact's popular items are ranked when a request brings no candidates.
+    how many popular items are ranked when a request brings no candidates: the store's top items
+    by positive events (materialized, then counted by /v1/events), else the artifact's list.
+RECSYS_POPULAR_REFRESH_S (10)
+    how often each worker re-reads that top list from the store; 0 = only at start-up and reload.
 RECSYS_ADMIN_TOKEN (unset)
     bearer token for /admin/reload and /v1/events; unset = both refuse with 403.
 """
@@ -64,4 +67,5 @@ class ServiceSettings(BaseSettings):
     max_events: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     popular_candidates: int = Field(200, ge=1)
+    popular_refresh_s: float = Field(10.0, ge=0)
     admin_token: SecretStr | None = None

@@ -3,6 +3,7 @@
     rank / score:  one store round trip → assemble raw columns → the artifact's FeaturePipeline →
                    one forward pass (Predictor) → top-k
     record_events: one round trip for the attributes that key the statistics → one batch of HINCRBYs
+                   → the clicked items' ZINCRBYs in the popularity ranking
 
 It holds no connection and no global state: the service owns the store and swaps whole Rankers on
 reload, so a request that started on the old model finishes on it.
@@ -56,13 +57,17 @@ class Ranked:
 
 
 class Ranker:
-    def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int | None = None) -> None:
+    def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int = 200) -> None:
         self.artifact = artifact
         self.predictor = Predictor.from_artifact(artifact)
         self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
         self.keys = KeySpace(prefix, artifact.feature_version)
+        self.popular_limit = popular_limit
         popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
+        # The candidates of requests without any: the artifact's train-time list until
+        # `refresh_popular` finds the store's ranking (replaced whole: a request keeps the one it read).
         self.popular = np.array([str(i) for i in popular], dtype=object)
+        self.popular_source = "artifact"
 
     @property
     def version(self) -> str:
@@ -116,7 +121,19 @@ class Ranker:
         cols = assemble(self.plan, rows, read, await store.read(read.whole, read.keys, read.fields))
         keys, fields, amounts = counter_updates(self.plan, self.keys, cols, labels)
         await store.increment(keys, fields, amounts, ttl_s)
+        clicked = labels > 0
+        await store.add_to_ranking(self.keys.popular, rows.item_ids[clicked].tolist(), labels[clicked].tolist())
         return len(keys)
+
+    async def refresh_popular(self, store: OnlineStore) -> bool:
+        """Take the store's top items by positive events as the default candidates (materialized
+        from the log, kept current by `record_events`). False, and the list unchanged, when the
+        store has no ranking for this feature version."""
+        top = await store.top(self.keys.popular, self.popular_limit)
+        if not top:
+            return False
+        self.popular, self.popular_source = np.array(top, dtype=object), "store"
+        return True
 
     async def materialized(self, store: OnlineStore) -> dict[str, str]:
         """The `materialize` marker of this artifact's feature version ({} = never materialized)."""

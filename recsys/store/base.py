@@ -38,6 +38,20 @@ class OnlineStore(Protocol):
         """Add integer `amounts` to integer fields (absent = 0), atomically for the batch."""
         ...
 
+    async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
+                            ttl_s: int | None = None) -> None:
+        """Replace the ranking at `key` (a sorted set) by these members and scores, atomically."""
+        ...
+
+    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float]) -> None:
+        """Add `amounts` to the members' scores (absent = 0; duplicates summed), atomically for the batch."""
+        ...
+
+    async def top(self, key: str, n: int) -> list[str]:
+        """The n members with the highest scores, best first; equal scores by member, descending (like
+        ZREVRANGE). [] when the ranking is absent."""
+        ...
+
     async def ping(self) -> None:
         """Raise `StoreError` when the store cannot serve."""
         ...

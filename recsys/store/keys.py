@@ -2,6 +2,8 @@
 
     {prefix}:v{feature_version}:u:{user_id}   HASH: the user's raw attribute columns + counter fields
     {prefix}:v{feature_version}:i:{item_id}   HASH: the item's raw attribute columns + counter fields
+    {prefix}:v{feature_version}:popular       ZSET: item id → positive events (`materialize` from the log,
+                                              then POST /v1/events); the candidates of requests without any
     {prefix}:v{feature_version}:meta          HASH: written last by `materialize` (what, when, as of)
 
 A windowed statistic keeps one counter pair per time bucket (`stat:c@<bucket>`); readers sum the
@@ -38,6 +40,10 @@ class KeySpace:
     @property
     def meta(self) -> str:
         return f"{self.base}meta"
+
+    @property
+    def popular(self) -> str:
+        return f"{self.base}popular"
 
     def user(self, user_id: str) -> str:
         return f"{self.base}u:{user_id}"

@@ -7,6 +7,7 @@ whenever more than one process serves or online statistics must be shared.
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Mapping, Sequence
 
@@ -21,16 +22,21 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, str]] = {}
+        self._rankings: dict[str, dict[str, float]] = {}
         self._expires: dict[str, float] = {}
 
     def _get(self, key: str) -> dict[str, str] | None:
+        self._expire(key)
+        return self._data.get(key)
+
+    def _expire(self, key: str) -> None:
         if not self._expires:
-            return self._data.get(key)
+            return
         deadline = self._expires.get(key)
         if deadline is not None and deadline <= time.monotonic():
             self._data.pop(key, None)
+            self._rankings.pop(key, None)
             del self._expires[key]
-        return self._data.get(key)
 
     def _touch(self, key: str, ttl_s: int | None) -> None:
         if ttl_s is not None:
@@ -73,9 +79,28 @@ class MemoryStore:
         if failed:
             raise StoreError(f"cannot increment non-integer counters: {'; '.join(failed[:3])}")
 
+    async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
+                            ttl_s: int | None = None) -> None:
+        self._expires.pop(key, None)
+        # ZADD: the last score of a repeated member wins
+        self._rankings[key] = {str(m): float(s) for m, s in zip(members, scores, strict=True)}
+        self._touch(key, ttl_s)
+
+    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float]) -> None:
+        self._expire(key)
+        ranking = self._rankings.setdefault(key, {})
+        for member, amount in zip(members, amounts, strict=True):
+            ranking[str(member)] = ranking.get(str(member), 0.0) + float(amount)
+
+    async def top(self, key: str, n: int) -> list[str]:
+        self._expire(key)
+        ranking = self._rankings.get(key, {})
+        return [m for m, _ in heapq.nlargest(n, ranking.items(), key=lambda kv: (kv[1], kv[0]))]
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         self._data.clear()
+        self._rankings.clear()
         self._expires.clear()

@@ -29,6 +29,8 @@ from recsys.store.base import Fetched
 
 __all__ = ["RedisStore", "pack"]
 
+_ZADD_CHUNK = 10_000  # members per ZADD command in `write_ranking`
+
 
 def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
@@ -212,6 +214,35 @@ class RedisStore:
             cmds += [pack("EXPIRE", k, ttl_s) for k in dict.fromkeys(keys)]
         cmds.append(pack("EXEC"))
         await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, "counter increments", transaction=True)
+
+    async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
+                            ttl_s: int | None = None) -> None:
+        if len(members) != len(scores):
+            raise ValueError(f"{len(members)} members but {len(scores)} scores")
+        cmds = [pack("MULTI"), pack("DEL", key)]
+        for a in range(0, len(members), _ZADD_CHUNK):  # bounded command size on huge catalogues
+            pairs = zip(scores[a:a + _ZADD_CHUNK], members[a:a + _ZADD_CHUNK], strict=True)
+            cmds.append(pack("ZADD", key, *[x for s, m in pairs for x in (repr(float(s)), m)]))
+        if ttl_s is not None:
+            cmds.append(pack("EXPIRE", key, ttl_s))
+        cmds.append(pack("EXEC"))
+        await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, f"a ranking of {len(members)} members",
+                         transaction=True)
+
+    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float]) -> None:
+        if len(members) != len(amounts):
+            raise ValueError("members and amounts must have the same length")
+        if not members:
+            return
+        increments = [pack("ZINCRBY", key, repr(float(a)), m) for m, a in zip(members, amounts, strict=True)]
+        cmds = [pack("MULTI"), *increments, pack("EXEC")]
+        await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, "ranking increments", transaction=True)
+
+    async def top(self, key: str, n: int) -> list[str]:
+        if n <= 0:
+            return []
+        (members,) = await self._call(pack("ZREVRANGE", key, 0, n - 1), 1, self.timeout_s, "a ranking read")
+        return list(members)
 
     async def ping(self) -> None:
         await self._call(pack("PING"), 1, self.timeout_s, "PING")

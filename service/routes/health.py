@@ -23,7 +23,8 @@ async def readyz(state: StateDep) -> JSONResponse:
     """Send traffic here? 200 when the model is loaded, the store answers and holds the keys of the
     model's feature version (written by `recsys materialize`); else 503 with the reason."""
     ranker = state.ranker
-    body = {"model_version": ranker.version, "feature_version": ranker.feature_version, "store": state.store.name}
+    body = {"model_version": ranker.version, "feature_version": ranker.feature_version, "store": state.store.name,
+            "default_candidates": {"items": len(ranker.popular), "from": ranker.popular_source}}
     try:
         meta = await ranker.materialized(state.store)
     except StoreError as err:

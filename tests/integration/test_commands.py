@@ -50,6 +50,22 @@ def test_materialize_writes_raw_values_and_counters_and_is_idempotent(
     row = items.iloc[0]
     assert item["category"] == row["category"] and float(item["duration_s"]) == float(row["duration_s"])
     assert int(item["item_history:c"]) >= int(item["item_history:p"]) >= 0
+    # The popularity ranking: items by positive events (ties: id descending, as ZREVRANGE orders them).
+    imp = pd.read_parquet(tiny_raw / "impressions.parquet")
+    positives = imp.assign(item=imp["item_id"].astype(str)).groupby("item")["label"].sum().reset_index()
+    best = positives.sort_values(["label", "item"], ascending=False)["item"].head(10).tolist()
+    assert _top(redis_url, keys.popular, 10) == best
+
+
+def _top(redis_url: str, key: str, n: int) -> list[str]:
+    async def read() -> list[str]:
+        store = RedisStore(redis_url)
+        try:
+            return await store.top(key, n)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def test_materialize_without_redis_exits_2_with_one_line(tiny_raw: Path, tiny_artifact: Path) -> None:

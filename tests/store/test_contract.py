@@ -127,3 +127,17 @@ async def test_a_silent_server_times_out_without_poisoning_the_pool() -> None:
 def test_bad_redis_urls_are_refused_with_the_expected_form(url: str) -> None:
     with pytest.raises(StoreError, match="redis"):
         RedisStore(url)
+
+
+async def test_rankings_replace_add_and_read_top_members_like_zrevrange(store: OnlineStore, k: str) -> None:
+    assert await store.top(f"{k}rank", 3) == []
+    await store.write_ranking(f"{k}rank", ["a", "b", "c", "d"], [1.0, 5.0, 3.0, 3.0])
+    assert await store.top(f"{k}rank", 3) == ["b", "d", "c"]  # equal scores: member descending
+    assert await store.top(f"{k}rank", 10) == ["b", "d", "c", "a"] and await store.top(f"{k}rank", 0) == []
+    await store.add_to_ranking(f"{k}rank", ["a", "new", "a", "ü"], [2.0, 4.5, 3.0, 0.5])  # duplicates summed
+    assert await store.top(f"{k}rank", 3) == ["a", "b", "new"]
+    await store.write_ranking(f"{k}rank", ["x"], [1.0])  # replaces the whole ranking
+    assert await store.top(f"{k}rank", 5) == ["x"]
+    await store.write_ranking(f"{k}gone", ["x"], [1.0], ttl_s=1)
+    await asyncio.sleep(1.2)
+    assert await store.top(f"{k}gone", 5) == []

@@ -1,0 +1,54 @@
+"""Requests without candidates rank the store's most popular items: materialized from the log, kept
+current by POST /v1/events, re-read by every worker on a timer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+
+from .conftest import AUTH, TOKEN
+
+N = 5
+
+
+@pytest.fixture(scope="module")
+def popular_client(tiny_artifact: Path, tiny_raw: Path) -> Iterator[TestClient]:
+    settings = ServiceSettings(model_dir=tiny_artifact, raw_dir=tiny_raw, admin_token=TOKEN, popular_candidates=N,
+                               popular_refresh_s=0.1)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _default_candidates(client: TestClient) -> set[str]:
+    r = client.post("/v1/recommendations", json={"user_id": "u1", "context": {"device": "ios"}, "k": N})
+    assert r.status_code == 200, r.text
+    return {i["item_id"] for i in r.json()["items"]}
+
+
+def test_default_candidates_are_the_items_with_the_most_positive_events(popular_client: TestClient,
+                                                                         tiny_raw: Path) -> None:
+    imp = pd.read_parquet(tiny_raw / "impressions.parquet")
+    positives = imp.assign(item=imp["item_id"].astype(str)).groupby("item")["label"].sum().reset_index()
+    best = positives.sort_values(["label", "item"], ascending=False)["item"].head(N)  # ties: id descending
+    ready = popular_client.get("/readyz").json()
+    assert ready["default_candidates"] == {"items": N, "from": "store"}
+    assert _default_candidates(popular_client) == set(best)
+
+
+def test_events_bring_a_new_item_into_the_default_candidates(popular_client: TestClient, tiny_raw: Path) -> None:
+    assert "fresh-hit" not in _default_candidates(popular_client)
+    most = int(pd.read_parquet(tiny_raw / "impressions.parquet").groupby("item_id")["label"].sum().max())
+    events = [{"user_id": f"u{i}", "item_id": "fresh-hit", "label": 1} for i in range(most + 1)]
+    assert popular_client.post("/v1/events", json={"events": events}, headers=AUTH).status_code == 200
+    deadline = time.monotonic() + 10
+    while "fresh-hit" not in _default_candidates(popular_client):  # the next refresh, 0.1 s away
+        assert time.monotonic() < deadline, "the refresher never picked up the events"
+        time.sleep(0.05)
