@@ -142,7 +142,8 @@ class WideDeep(nn.Module):
             parts.append(batch.dense)
             logit = logit + self._mlp(torch.cat(parts, dim=1), self._shared_columns(batch)).squeeze(-1)
             if self.config.interactions:
-                logit = logit + _pairwise_dot_sum(torch.cat([fields, *(p.unsqueeze(1) for p in pooled)], dim=1))
+                all_fields = torch.cat([fields, *(p.unsqueeze(1) for p in pooled)], dim=1) if pooled else fields
+                logit = logit + _pairwise_dot_sum(all_fields)
         return logit
 
 
@@ -208,7 +209,10 @@ def _lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     """Rows of `table` for `ids` [..., k] → [..., k, dim]; the padding row never gets a gradient."""
     if table.sparse:
         return F.embedding(ids, table.weight, padding_idx=0, sparse=True)
-    rows: torch.Tensor = _PaddedGather.apply(table.weight, ids.reshape(-1))  # type: ignore[no-untyped-call]
+    if torch.is_grad_enabled():
+        rows: torch.Tensor = _PaddedGather.apply(table.weight, ids.reshape(-1))  # type: ignore[no-untyped-call]
+    else:  # no backward to shape: skip the autograd Function's Python (~20 µs a call at inference)
+        rows = table.weight.index_select(0, ids.reshape(-1))
     return rows.view(*ids.shape, table.weight.shape[1])
 
 
