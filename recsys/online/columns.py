@@ -177,9 +177,19 @@ def _as_float(v: str | None) -> float:
         return float("nan")  # not a number: the pipeline treats it as 0 like a missing counter
 
 
+def _integers(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
+    """Counter strings (HINCRBY keeps integers) parsed as int, ~3x faster than a float() per
+    string; missing = 0, as the pipeline reads a missing counter. None when any value is not an
+    integer: the caller's float parse then decides, as for every other number."""
+    try:
+        return np.where(missing, "0", values).astype(np.int64).astype(np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
                  n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The items' reply, typed in bulk: one None scan and one float parse for every numeric field
+    """The items' reply, typed in bulk: one None scan and one parse for every numeric field
     (attributes and counters), instead of one pass per column. Store values are str or None, so
     text needs no canonicalization. Returns the attribute columns and the float matrix (NaN =
     missing or not a number) that the counters are read from."""
@@ -187,8 +197,12 @@ def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
     missing = np.equal(items, _NONE)
     n_attr = len(plan.item_columns)
     numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"]
-    numeric += list(range(n_attr, items.shape[1]))  # the counters
     numbers = np.full(items.shape, np.nan)
+    counters = _integers(items[:, n_attr:], missing[:, n_attr:])
+    if counters is None:
+        numeric += list(range(n_attr, items.shape[1]))  # not all integers: the float parse below
+    else:
+        numbers[:, n_attr:] = counters
     if numeric:
         part = items[:, numeric]
         part[missing[:, numeric]] = "nan"

@@ -72,3 +72,24 @@ def test_windowed_statistics_sum_their_buckets_and_cold_rows_read_zero() -> None
     assert cols["user_day__count"].tolist() == [3.0, 3.0]
     assert cols["item_dev__count"].tolist() == [5.0, 0.0]
     assert cols["category"].tolist() == ["", ""] and np.isnan(cols["duration_s"]).all()
+
+
+def test_counters_that_are_not_integers_parse_as_numbers_like_before() -> None:
+    """Counters parse on an integer fast path; a value something else wrote (a float, text) takes
+    the float path of every other number: text reads as a missing counter, i.e. 0."""
+    plan = OnlinePlan.from_spec(_spec())
+    rows = Rows.for_user("u", np.array(["i1", "i2", "i3"], dtype=object), 100, {"device": "ios"})
+    read = plan_read(plan, KeySpace("t", "x"), rows)
+    count = read.fields.index(counter_field("item_history", "", "c"))
+
+    def item_counts(values: list[str | None]) -> list[float]:
+        flat: list[str | None] = []
+        for v in values:
+            row: list[str | None] = [None] * len(read.fields)
+            row[count] = v
+            flat += row
+        return assemble(plan, rows, read, ([{}], flat))["item_history__count"].tolist()
+
+    assert item_counts(["3", None, "12"]) == [3.0, 0.0, 12.0]
+    assert item_counts(["3", None, "2.5"]) == [3.0, 0.0, 2.5]
+    assert item_counts(["3", "lots", "1e3"]) == [3.0, 0.0, 1000.0]
