@@ -76,9 +76,13 @@ class Popularity:
 
     @classmethod
     def of(cls, frame: pd.DataFrame, spec: FeatureSpec, as_of: int | None) -> "Popularity":
-        seen = frame if as_of is None else frame[frame[spec.timestamp].to_numpy() < as_of]
+        seen = frame[[spec.item_key, spec.label]]
+        if as_of is not None:
+            seen = seen[frame[spec.timestamp].to_numpy() < as_of]
         positives = seen.groupby(spec.item_key, observed=True, sort=False)[spec.label].sum()
-        return cls(as_str(positives.index.to_numpy()), positives.to_numpy(dtype=np.float64))
+        items = as_str(positives.index.to_numpy())
+        known = items != ""  # a missing item id is no candidate
+        return cls(items[known], positives.to_numpy(dtype=np.float64)[known])
 
 
 def _long(ids: np.ndarray, fields: list[np.ndarray], values: list[np.ndarray], kind: str) -> EntityRecords:
@@ -133,8 +137,9 @@ def collect_records(spec: FeatureSpec, raw_dir: str | Path,
 
 
 async def write_records(store: OnlineStore, keys: KeySpace, records: dict[str, EntityRecords],
-                        popular: Popularity, as_of: int | None = None, ttl_s: int | None = None,
-                        progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                        as_of: int | None = None, ttl_s: int | None = None,
+                        progress: Callable[[int], None] | None = None, *,
+                        popular: Popularity) -> dict[str, int]:
     """Replace every record in chunks and the popularity ranking, then write the meta record that
     marks the keys complete."""
     for recs in records.values():
@@ -161,7 +166,7 @@ async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore
     records, popular = await asyncio.to_thread(collect_records, spec, raw_dir, as_of)
     total = sum(len(r) for r in records.values())
     with tqdm(total=total, desc="materialize", unit="rec", disable=not progress, leave=False) as bar:
-        counts = await write_records(store, keys, records, popular, as_of, ttl_s, bar.update)
+        counts = await write_records(store, keys, records, as_of, ttl_s, bar.update, popular=popular)
     seconds = time.perf_counter() - t0
     log(f"materialized {counts.get('users', 0):,} users + {counts.get('items', 0):,} items into {store.name} "
         f"({keys.base}*) in {seconds:.1f}s, {total / max(seconds, 1e-9):,.0f} records/s"

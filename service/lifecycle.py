@@ -60,12 +60,14 @@ async def refresh_popular_forever(state: ServiceState, every_s: float) -> None:
     (POST /v1/events keeps it current). A failed read keeps the last list and is counted as a store
     error; the next round tries again. Runs until cancelled (at shutdown)."""
     while True:
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(max(every_s, 0.05))
         try:
             await state.ranker.refresh_popular(state.store)
         except StoreError as err:
             state.metrics.store_errors.inc()
             log.warning("popular items not refreshed: %s", err)
+        except Exception:  # a bug must not end the refreshes silently (nor surface only at shutdown)
+            log.exception("popular items not refreshed")
 
 
 def freeze_long_lived() -> None:

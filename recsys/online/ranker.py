@@ -120,9 +120,11 @@ class Ranker:
         read = plan_read(self.plan, self.keys, rows, counters=False)
         cols = assemble(self.plan, rows, read, await store.read(read.whole, read.keys, read.fields))
         keys, fields, amounts = counter_updates(self.plan, self.keys, cols, labels)
-        await store.increment(keys, fields, amounts, ttl_s)
+        # The popularity ranking first: if the counters then fail, the client's retry counts the
+        # ranking twice (a default-candidates list), never the statistics (model inputs).
         clicked = labels > 0
-        await store.add_to_ranking(self.keys.popular, rows.item_ids[clicked].tolist(), labels[clicked].tolist())
+        await store.add_to_ranking(self.keys.popular, rows.item_ids[clicked].tolist(), labels[clicked].tolist(), ttl_s)
+        await store.increment(keys, fields, amounts, ttl_s)
         return len(keys)
 
     async def refresh_popular(self, store: OnlineStore) -> bool:

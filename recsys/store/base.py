@@ -7,14 +7,26 @@ an empty dict / all-None fields, never as an error: that is how cold-start users
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
-__all__ = ["OnlineStore", "Fetched"]
+__all__ = ["OnlineStore", "Fetched", "finite_scores"]
 
 # (whole records of the `whole` keys, the `fields` values of the `keys` keys flattened row-major:
 # len(keys) * len(fields) values, key after key) as returned by `read`. Flat, because one numpy
 # conversion of a flat list is 3x cheaper than of a list of per-key lists.
 Fetched = tuple[list[dict[str, str]], list[str | None]]
+
+
+def finite_scores(members: Sequence[str], scores: Sequence[float]) -> list[float]:
+    """Ranking scores as floats, refused up front when not finite: Redis would reject a NaN inside
+    the transaction after earlier commands ran (MULTI does not roll back)."""
+    if len(members) != len(scores):
+        raise ValueError(f"{len(members)} members but {len(scores)} scores")
+    out = [float(s) for s in scores]
+    if not all(map(math.isfinite, out)):
+        raise ValueError("ranking scores must be finite numbers (no NaN or infinity)")
+    return out
 
 
 @runtime_checkable
@@ -40,11 +52,14 @@ class OnlineStore(Protocol):
 
     async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
                             ttl_s: int | None = None) -> None:
-        """Replace the ranking at `key` (a sorted set) by these members and scores, atomically."""
+        """Replace the ranking at `key` (a sorted set) by these members and scores: readers see the
+        old ranking or the new one. Scores must be finite (ValueError before anything is written)."""
         ...
 
-    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float]) -> None:
-        """Add `amounts` to the members' scores (absent = 0; duplicates summed), atomically for the batch."""
+    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float],
+                             ttl_s: int | None = None) -> None:
+        """Add finite `amounts` to the members' scores (absent = 0; duplicates summed), atomically for
+        the batch; `ttl_s` (re)sets the ranking's expiry, as `increment` does for records."""
         ...
 
     async def top(self, key: str, n: int) -> list[str]:

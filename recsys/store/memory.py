@@ -12,7 +12,7 @@ import time
 from typing import Mapping, Sequence
 
 from recsys.errors import StoreError
-from recsys.store.base import Fetched
+from recsys.store.base import Fetched, finite_scores
 
 __all__ = ["MemoryStore"]
 
@@ -81,16 +81,25 @@ class MemoryStore:
 
     async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
                             ttl_s: int | None = None) -> None:
+        values = finite_scores(members, scores)
         self._expires.pop(key, None)
+        if not members:  # like Redis: an empty sorted set does not exist
+            self._rankings.pop(key, None)
+            return
         # ZADD: the last score of a repeated member wins
-        self._rankings[key] = {str(m): float(s) for m, s in zip(members, scores, strict=True)}
+        self._rankings[key] = dict(zip(map(str, members), values, strict=True))
         self._touch(key, ttl_s)
 
-    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float]) -> None:
+    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float],
+                             ttl_s: int | None = None) -> None:
+        values = finite_scores(members, amounts)
+        if not members:
+            return
         self._expire(key)
         ranking = self._rankings.setdefault(key, {})
-        for member, amount in zip(members, amounts, strict=True):
-            ranking[str(member)] = ranking.get(str(member), 0.0) + float(amount)
+        for member, amount in zip(members, values, strict=True):
+            ranking[str(member)] = ranking.get(str(member), 0.0) + amount
+        self._touch(key, ttl_s)
 
     async def top(self, key: str, n: int) -> list[str]:
         self._expire(key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import uuid
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Mapping, Sequence
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 from recsys.errors import StoreError
-from recsys.store.base import Fetched
+from recsys.store.base import Fetched, finite_scores
 
 __all__ = ["RedisStore", "pack"]
 
@@ -217,25 +218,31 @@ class RedisStore:
 
     async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
                             ttl_s: int | None = None) -> None:
-        if len(members) != len(scores):
-            raise ValueError(f"{len(members)} members but {len(scores)} scores")
-        cmds = [pack("MULTI"), pack("DEL", key)]
-        for a in range(0, len(members), _ZADD_CHUNK):  # bounded command size on huge catalogues
-            pairs = zip(scores[a:a + _ZADD_CHUNK], members[a:a + _ZADD_CHUNK], strict=True)
-            cmds.append(pack("ZADD", key, *[x for s, m in pairs for x in (repr(float(s)), m)]))
-        if ttl_s is not None:
-            cmds.append(pack("EXPIRE", key, ttl_s))
-        cmds.append(pack("EXEC"))
-        await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, f"a ranking of {len(members)} members",
-                         transaction=True)
+        values = finite_scores(members, scores)
+        # Built under a temporary key in chunks (a huge catalogue never blocks Redis in one EXEC),
+        # then swapped in by RENAME, which readers see whole.
+        staging = f"{key}:staging:{uuid.uuid4().hex}"
+        for a in range(0, len(members), _ZADD_CHUNK):
+            pairs = zip(values[a:a + _ZADD_CHUNK], members[a:a + _ZADD_CHUNK], strict=True)
+            chunk = pack("ZADD", staging, *[x for s, m in pairs for x in (repr(s), m)])
+            # An hour to live until the swap: a writer that dies half-way leaves no garbage behind.
+            await self._call(chunk + pack("EXPIRE", staging, 3600), 2, self.write_timeout_s,
+                             f"a ranking of {len(members)} members")
+        if members:  # RENAME carries the staging key's expiry over: replace it
+            swap = [pack("MULTI"), pack("RENAME", staging, key),
+                    pack("EXPIRE", key, ttl_s) if ttl_s is not None else pack("PERSIST", key), pack("EXEC")]
+        else:
+            swap = [pack("MULTI"), pack("DEL", key), pack("EXEC")]
+        await self._call(b"".join(swap), len(swap), self.write_timeout_s, "a ranking swap", transaction=True)
 
-    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float]) -> None:
-        if len(members) != len(amounts):
-            raise ValueError("members and amounts must have the same length")
+    async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float],
+                             ttl_s: int | None = None) -> None:
+        values = finite_scores(members, amounts)
         if not members:
             return
-        increments = [pack("ZINCRBY", key, repr(float(a)), m) for m, a in zip(members, amounts, strict=True)]
-        cmds = [pack("MULTI"), *increments, pack("EXEC")]
+        increments = [pack("ZINCRBY", key, repr(a), m) for m, a in zip(members, values, strict=True)]
+        expiry = [pack("EXPIRE", key, ttl_s)] if ttl_s is not None else []
+        cmds = [pack("MULTI"), *increments, *expiry, pack("EXEC")]
         await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, "ranking increments", transaction=True)
 
     async def top(self, key: str, n: int) -> list[str]:

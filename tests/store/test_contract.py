@@ -141,3 +141,23 @@ async def test_rankings_replace_add_and_read_top_members_like_zrevrange(store: O
     await store.write_ranking(f"{k}gone", ["x"], [1.0], ttl_s=1)
     await asyncio.sleep(1.2)
     assert await store.top(f"{k}gone", 5) == []
+
+
+async def test_ranking_writes_replace_whole_and_refuse_non_finite_scores(store: OnlineStore, k: str) -> None:
+    many = [f"m{i:05d}" for i in range(10_001)]  # more than one ZADD chunk
+    await store.write_ranking(f"{k}r", many, [float(i) for i in range(10_001)])
+    assert await store.top(f"{k}r", 2) == ["m10000", "m09999"]
+    with pytest.raises(ValueError, match="finite"):
+        await store.write_ranking(f"{k}r", ["a", "b"], [1.0, float("nan")])
+    with pytest.raises(ValueError, match="finite"):
+        await store.add_to_ranking(f"{k}r", ["a"], [float("inf")])
+    assert await store.top(f"{k}r", 1) == ["m10000"]  # nothing was written
+    await store.write_ranking(f"{k}r", [], [])  # empty: the ranking is gone
+    assert await store.top(f"{k}r", 1) == []
+
+
+async def test_ranking_increments_set_its_expiry(store: OnlineStore, k: str) -> None:
+    await store.add_to_ranking(f"{k}r", ["a"], [1.0], ttl_s=1)
+    assert await store.top(f"{k}r", 1) == ["a"]
+    await asyncio.sleep(1.2)
+    assert await store.top(f"{k}r", 1) == []
