@@ -147,7 +147,6 @@ class WideDeep(nn.Module):
                 logit = logit + _pairwise_dot_sum(all_fields)
         return logit
 
-
     def _shared_columns(self, batch: Batch) -> torch.Tensor | None:
         """At inference, the MLP input columns equal on every row of the batch (a ranking request's
         user and context: about half the input), read off the small id and dense inputs. None:

@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
 
 
+def items_by_positives(raw: Path) -> list[str]:
+    """Item ids of the raw impressions by positive events, best first; ties by id descending, as
+    Redis's ZREVRANGE orders equal scores: the expected popularity ranking."""
+    import pandas as pd
+
+    imp = pd.read_parquet(raw / "impressions.parquet")
+    positives = imp.assign(item=imp["item_id"].astype(str)).groupby("item")["label"].sum().reset_index()
+    return positives.sort_values(["label", "item"], ascending=False)["item"].tolist()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

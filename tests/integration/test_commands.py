@@ -14,6 +14,7 @@ import pytest
 from recsys.artifact import load_artifact
 from recsys.store.keys import KeySpace
 from recsys.store.redis import RedisStore
+from tests.conftest import items_by_positives
 
 pytestmark = pytest.mark.redis
 
@@ -50,11 +51,7 @@ def test_materialize_writes_raw_values_and_counters_and_is_idempotent(
     row = items.iloc[0]
     assert item["category"] == row["category"] and float(item["duration_s"]) == float(row["duration_s"])
     assert int(item["item_history:c"]) >= int(item["item_history:p"]) >= 0
-    # The popularity ranking: items by positive events (ties: id descending, as ZREVRANGE orders them).
-    imp = pd.read_parquet(tiny_raw / "impressions.parquet")
-    positives = imp.assign(item=imp["item_id"].astype(str)).groupby("item")["label"].sum().reset_index()
-    best = positives.sort_values(["label", "item"], ascending=False)["item"].head(10).tolist()
-    assert _top(redis_url, keys.popular, 10) == best
+    assert _top(redis_url, keys.popular, 10) == items_by_positives(tiny_raw)[:10]
 
 
 def _top(redis_url: str, key: str, n: int) -> list[str]:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.conftest import items_by_positives
 
 from .conftest import AUTH, TOKEN
 
@@ -35,12 +36,9 @@ def _default_candidates(client: TestClient) -> set[str]:
 
 def test_default_candidates_are_the_items_with_the_most_positive_events(popular_client: TestClient,
                                                                          tiny_raw: Path) -> None:
-    imp = pd.read_parquet(tiny_raw / "impressions.parquet")
-    positives = imp.assign(item=imp["item_id"].astype(str)).groupby("item")["label"].sum().reset_index()
-    best = positives.sort_values(["label", "item"], ascending=False)["item"].head(N)  # ties: id descending
     ready = popular_client.get("/readyz").json()
     assert ready["default_candidates"] == {"items": N, "from": "store"}
-    assert _default_candidates(popular_client) == set(best)
+    assert _default_candidates(popular_client) == set(items_by_positives(tiny_raw)[:N])
 
 
 def test_events_bring_a_new_item_into_the_default_candidates(popular_client: TestClient, tiny_raw: Path) -> None:
