@@ -2,7 +2,7 @@
 
   forward        the bare model forward on pre-encoded candidates: the floor
   forward-plain  the same without taking the first layer's product over shared columns once
-                 (recsys.model.WideDeep._mlp; from 256 candidates), timed alternately with forward
+                 (recsys.model.WideDeep._mlp; from 128 candidates), timed alternately with forward
   raw→scores     FeaturePipeline.transform + forward from raw column values (the issue's 1.5 ms target)
   rank/redis     in-process Ranker.rank: one Redis round trip + assemble + transform + forward + top-k
   rank/embedded  the same with the embedded store
