@@ -31,9 +31,9 @@ __all__ = ["WideDeepConfig", "WideDeep", "SPARSE_GRAD_MIN_ELEMENTS"]
 # it a dense fused update is cheaper (measured crossover ≈3–5 M elements at batch 1024, 15 ids a row).
 SPARSE_GRAD_MIN_ELEMENTS = 4_000_000
 # Inference batches from this many rows up take the first layer's product over shared columns once.
-# Measured forward time, 1 thread, interleaved: on an AVX-512 EPYC (Zen 5) 12% faster at 100 rows,
-# 26% at 200, break-even near 64 (the detection and weight slices cost what the smaller product
-# saves); on an AVX2 EPYC a wash at 200 rows, 3% faster at 500 and 13% at 1,000.
+# Measured forward time on requests read from the store, 1 thread, interleaved: on an AVX-512 EPYC
+# (Zen 5) break-even at 128 rows (the detection and weight slices cost what the smaller product
+# saves), 5-9% faster at 200, 16% at 500; on an AVX2 EPYC a wash at 200, 3% faster at 500, 13% at 1,000.
 SHARED_COLUMNS_MIN_ROWS = 128
 
 
