@@ -17,7 +17,8 @@ share of its cores: the numbers are a floor for a service that has the machine t
 
 Writes loadtest/reports/capacity.json (every step), loadtest/capacity.png (p50/p99 against
 req/s) and the markdown table, printed and written between the capacity markers of
-loadtest/README.md (--no-readme to skip).
+loadtest/README.md. With --no-readme (experiments) the README is left alone and the plot goes to
+--reports instead.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def save(path: Path, results: dict[Layout, list[Step]], meta: Meta) -> None:
     steps = {str(k): [{"offered_rps": s.offered_rps, "users": s.users, "load": s.load,
                        "service_cpu_ms": s.service_cpu_ms, **s.summary.as_dict()} for s in v]
              for k, v in results.items()}
-    path.write_text(json.dumps({"meta": asdict(meta), "results": steps}, indent=1))
+    text = json.dumps({"meta": asdict(meta), "results": steps}, indent=1)
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def load(path: Path) -> tuple[dict[Layout, list[Step]], Meta]:
@@ -134,7 +136,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "loadtest")
     p.add_argument("--reports", type=Path, default=REPO / "loadtest" / "reports")
     p.add_argument("--impressions", type=int, default=20_000, help="size of the built model's synthetic data")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in loadtest/README.md")
+    p.add_argument("--no-readme", action="store_true",
+                   help="leave loadtest/README.md and loadtest/capacity.png alone: the plot goes to --reports")
     p.add_argument("--render", type=Path, metavar="CAPACITY_JSON",
                    help="measure nothing: redo the table, plot and README block from a saved capacity.json")
     p.add_argument("--quiet-load", type=float, default=None,
@@ -335,14 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python -m loadtest.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
     results, meta = load(args.render) if args.render else run(args, command.strip())
+    # An experiment (--no-readme) must not replace the committed plot that the README's table shows.
+    plot_path = args.reports / PLOT.name if args.no_readme else PLOT
     block = table(results, meta) + f"\n\n![p50 and p99 against req/s]({PLOT.name})"
     print(block)
-    plot(results, meta.p99_ms, PLOT)
+    plot(results, meta.p99_ms, plot_path)
     if not args.no_readme:
         write_readme(block)
     summary = {str(k): (b.summary.rps if (b := best(v, meta.p99_ms)) else None) for k, v in results.items()}
     print(json.dumps({"capacity_rps_at_p99": summary, "p99_budget_ms": meta.p99_ms, "load_before": meta.load_before,
-                      "plot": str(PLOT)}))
+                      "plot": str(plot_path)}))
     return 0
 
 
