@@ -64,9 +64,10 @@ def step_build(raw: Path, out: Path) -> dict[str, object]:
 
 def step_transform(small_rows: int, calls: int) -> dict[str, object]:
     """Fit on a small synthetic log, then time transform() on plain numpy rows, as the service calls it."""
-    from pipelines.build_features import add_statistics, load_raw, split_indices
     from pipelines.generate import SyntheticConfig, write
     from recsys.features import FeaturePipeline
+    from recsys.features.engine.arrow import add_statistics, split_indices
+    from recsys.features.raw import load_raw
     from recsys.spec import load_spec
 
     spec = load_spec(SPEC)

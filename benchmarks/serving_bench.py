@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import recsys.model  # noqa: E402
-from pipelines.materialize import materialize  # noqa: E402
 from recsys.artifact import load_artifact  # noqa: E402
 from recsys.online import Ranker, Rows, assemble, plan_read  # noqa: E402
+from recsys.store.materialize import materialize  # noqa: E402
 from recsys.store.memory import MemoryStore  # noqa: E402
 from recsys.store.redis import RedisStore  # noqa: E402
 from service.lifecycle import freeze_long_lived  # noqa: E402
@@ -61,10 +61,11 @@ def free_port() -> int:
 def build_bench_artifact(out: Path) -> tuple[Path, Path]:
     """Synthetic data at the demo's entity counts and an artifact with the demo's architecture.
     The weights are untrained (latency does not depend on their values), which saves minutes."""
-    from pipelines.build_features import build_features, read_split
+    from pipelines.build_features import build_features
     from pipelines.generate import SyntheticConfig, write
     from pipelines.train import load_features, popular_items
     from recsys.artifact import save_artifact
+    from recsys.features.splits import read_split
     from recsys.model import WideDeep, WideDeepConfig
     from recsys.spec import load_spec
 

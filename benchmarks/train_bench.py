@@ -46,12 +46,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from peers import PEERS, PeerData  # noqa: E402
 
-from pipelines.build_features import build_features, read_split  # noqa: E402
+from pipelines.build_features import build_features  # noqa: E402
 from pipelines.generate import SyntheticConfig  # noqa: E402
 from pipelines.generate import write as write_synthetic  # noqa: E402
 from pipelines.movielens import import_movielens  # noqa: E402
 from pipelines.train import load_features  # noqa: E402
 from recsys.features import Batch  # noqa: E402
+from recsys.features.splits import read_split  # noqa: E402
 from recsys.model import WideDeep, WideDeepConfig  # noqa: E402
 from recsys.spec import ModelConfig, OptimizerConfig, load_spec  # noqa: E402
 from recsys.training import train, uses_sparse_grad  # noqa: E402

@@ -47,8 +47,8 @@ import orjson
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 
-from pipelines.io import read_table
 from recsys.errors import RecsysError
+from recsys.io import read_table
 from recsys.spec import FeatureSpec, load_spec
 
 RECOMMEND = "/v1/recommendations"

@@ -16,11 +16,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from pipelines.build_features import read_split
 from pipelines.train import fit_model, load_features
 from recsys.artifact import load_artifact, write_json_atomic
 from recsys.errors import ArtifactError
 from recsys.features import Batch
+from recsys.features.splits import read_split
 from recsys.inference import Predictor
 from recsys.metrics import all_metrics, calibration_table, roc_curve
 from recsys.spec import OptimizerConfig

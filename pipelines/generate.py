@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.io import write_arrow
 from recsys.features.statistics import point_in_time_counts
+from recsys.io import write_arrow
 
 __all__ = ["SyntheticConfig", "generate"]
 

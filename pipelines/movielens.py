@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.io import write_table
 from recsys.errors import DataError
+from recsys.io import write_table
 
 __all__ = ["GENRES", "load_movielens", "import_movielens"]
 

@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 import yaml
 
-from pipelines.build_features import read_split
 from recsys.artifact import save_artifact
 from recsys.errors import DataError
 from recsys.features import Batch, FeaturePipeline
+from recsys.features.splits import read_split
 from recsys.metrics import all_metrics
 from recsys.model import WideDeep, WideDeepConfig
 from recsys.spec import FeatureSpec, TrainingConfig, parse_spec

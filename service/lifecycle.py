@@ -11,11 +11,11 @@ import gc
 import logging
 from pathlib import Path
 
-from pipelines.materialize import materialize
 from recsys.artifact import load_artifact
 from recsys.errors import ArtifactError, SpecError, StoreError
 from recsys.online import Ranker
 from recsys.store.base import OnlineStore
+from recsys.store.materialize import materialize
 from recsys.store.memory import MemoryStore
 from service.settings import ServiceSettings
 from service.state import ServiceState

@@ -40,9 +40,9 @@ def windowed_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def windowed_artifact(windowed_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.build_features import read_split
     from pipelines.train import load_features, popular_items
     from recsys.artifact import save_artifact
+    from recsys.features.splits import read_split
     from recsys.model import WideDeep, WideDeepConfig
 
     spec, pipeline, _ = load_features(windowed_features)

@@ -11,10 +11,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from pipelines.build_features import add_statistics, load_raw, split_indices
 from pipelines.evaluate import offline_scores
 from recsys.artifact import load_artifact
 from recsys.features import count_column, pos_column
+from recsys.features.engine.arrow import add_statistics, split_indices
+from recsys.features.raw import load_raw
 from recsys.inference import Predictor
 
 Post = Callable[..., Any]  # httpx.Client.post or TestClient.post

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.materialize import materialize
 from recsys.artifact import load_artifact
 from recsys.store.keys import KeySpace
+from recsys.store.materialize import materialize
 from recsys.store.redis import RedisStore
 from service.app import create_app
 from service.settings import ServiceSettings

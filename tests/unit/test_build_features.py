@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.build_features import SPLITS, add_statistics, build_features, load_raw, read_split, split_indices
+from pipelines.build_features import build_features
 from pipelines.train import load_features
 from recsys.errors import DataError, SpecError
+from recsys.features.engine.arrow import add_statistics, split_indices
+from recsys.features.raw import load_raw
+from recsys.features.splits import SPLITS, read_split
 from recsys.spec import FeatureSpec, load_spec
 
 from .helpers import copy_raw

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.build_features import add_statistics, load_raw
 from recsys.features import count_column, pos_column
+from recsys.features.engine.arrow import add_statistics
+from recsys.features.raw import load_raw
 from recsys.features.statistics import (
     counter_field,
     key_codes,

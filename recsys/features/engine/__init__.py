@@ -1,0 +1,34 @@
+"""Feature engines: the same spec semantics on different compute backends.
+
+An engine turns raw tables into the encoded splits (`recsys.features.splits`), `transforms.json`,
+`spec.yaml` and `manifest.json` of one output folder. `arrow` (pandas / pyarrow in this process) is
+the embedded default; every engine must produce the same folder for the same inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from recsys.errors import RecsysError
+from recsys.spec import FeatureSpec
+
+__all__ = ["FeatureEngine", "ENGINES", "get_engine"]
+
+
+class FeatureEngine(Protocol):
+    def __call__(self, spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
+                 log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+        """Build the features of `spec` from `raw_dir` into `out_dir`; returns the manifest."""
+        ...
+
+
+ENGINES = ("arrow",)
+
+
+def get_engine(name: str) -> FeatureEngine:
+    if name == "arrow":
+        from recsys.features.engine.arrow import build_features
+
+        return build_features
+    raise RecsysError(f"unknown feature engine '{name}' (choose one of {', '.join(ENGINES)})")

@@ -1,0 +1,179 @@
+"""Raw tables → one time-sorted frame of impressions joined with their user and item attributes.
+
+Shared by every consumer of raw data (the arrow feature engine, `materialize`, the replay tests), so
+the join, the key canonicalization and the timestamp parsing are defined once.
+
+Memory is bounded for 10 M+ impressions: string columns are held as Categoricals (user and item
+attributes are joined by code, never as one Python string per row) and `RawData.columns` hands the
+pipeline one column at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from recsys.errors import DataError, SpecError
+from recsys.features.transforms import as_dictionary, as_str
+from recsys.io import read_table, table_columns
+from recsys.spec import FeatureSpec
+
+__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw"]
+
+
+@dataclass
+class RawData:
+    """Impressions joined with user and item attributes, sorted by time. String columns (keys
+    included) are Categoricals of canonical str (`as_str`), numbers stay numpy."""
+
+    frame: pd.DataFrame
+    context_columns: list[str]
+    fingerprint: str
+
+    def columns(self, index: np.ndarray | slice = slice(None)) -> "RawColumns":
+        return RawColumns(self.frame, as_slice(index))
+
+
+class RawColumns(Mapping[str, Any]):
+    """The raw columns of some rows, each taken only when the pipeline reads it: a whole split's
+    columns at once would not fit the memory budget at 10 M rows."""
+
+    def __init__(self, frame: pd.DataFrame, index: np.ndarray | slice) -> None:
+        self._frame, self._index = frame, index
+
+    def __getitem__(self, name: str) -> Any:
+        return column_values(self._frame[name])[self._index]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._frame.columns
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frame.columns)
+
+    def __len__(self) -> int:
+        return len(self._frame.columns)
+
+
+def column_values(series: pd.Series) -> Any:
+    """A frame column as the transforms take it: the Categorical itself (codes, no per-row strings)
+    or the numpy array."""
+    return series.array if isinstance(series.dtype, pd.CategoricalDtype) else series.to_numpy()
+
+
+def as_slice(index: np.ndarray | slice) -> np.ndarray | slice:
+    """A sorted run of consecutive row numbers (every time-split part) as a slice: views, not copies."""
+    if isinstance(index, slice) or len(index) == 0:
+        return index
+    first, last = int(index[0]), int(index[-1])
+    if last - first + 1 == len(index) and (len(index) < 2 or bool(np.all(np.diff(index) == 1))):
+        return slice(first, last + 1)
+    return index
+
+
+def _timestamps(values: pd.Series, name: str) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        naive = values.dt.tz_localize(None) if values.dt.tz else values
+        return naive.astype("datetime64[s]").astype(np.int64).to_numpy()
+    ts = pd.to_numeric(values, errors="coerce")
+    if ts.isna().any():
+        raise DataError(f"timestamp column '{name}' has {int(ts.isna().sum())} missing or non-numeric values "
+                        f"(fix: use unix seconds or a datetime column)")
+    return ts.to_numpy().astype(np.int64)
+
+
+def _fingerprint(frames: list[pd.DataFrame]) -> str:
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(str(len(f)).encode())
+        h.update(pd.util.hash_pandas_object(f, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _unique_by(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    frame = frame.assign(**{key: as_str(frame[key].to_numpy())})
+    return frame.drop_duplicates(key, keep="last").set_index(key)
+
+
+def _categorical(values: Any) -> pd.Categorical:
+    """Canonical str categories (`as_str`), one code per row: 1-4 bytes a row instead of a string."""
+    codes, uniques = as_dictionary(values)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object), validate=False)
+
+
+def _compact(series: pd.Series) -> Any:
+    """Numbers stay numpy; strings and anything else become a canonical Categorical."""
+    if series.dtype.kind in "iufb":
+        return series.to_numpy()
+    return _categorical(series)
+
+
+def _join(keys: pd.Categorical, table: pd.DataFrame, key: str, columns: list[str]) -> dict[str, Any]:
+    """Attributes of each impression's entity, looked up once per distinct key and broadcast by code;
+    unknown entities get missing values (NaN), as a left join would."""
+    entities = _unique_by(table, key)
+    row = entities.index.get_indexer(pd.Index(keys.categories, dtype=object))[keys.codes]
+    unknown = bool((row < 0).any())
+    out: dict[str, Any] = {}
+    for c in columns:
+        col = _compact(entities[c])
+        if isinstance(col, pd.Categorical):
+            out[c] = pd.Categorical.from_codes(np.append(col.codes, -1)[row], categories=col.categories, validate=False)
+        else:
+            out[c] = np.append(col.astype(np.float64), np.nan)[row] if unknown else col[row]
+    return out
+
+
+def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
+    """Read and validate the three tables, join attributes onto impressions, sort by time."""
+    ctx = spec.source_columns("impressions")
+    need = [spec.user_key, spec.item_key, spec.timestamp, spec.label, *ctx, *spec.passthrough]
+    imp = _read(raw_dir, spec.tables["impressions"], list(dict.fromkeys(need)), spec)
+    if imp.empty:
+        raise DataError(f"impressions table '{spec.tables['impressions']}' has no rows")
+    labels = pd.to_numeric(imp[spec.label], errors="coerce")
+    bad = ~labels.isin([0, 1])
+    if bad.any():
+        found = sorted(map(str, imp.loc[bad, spec.label].unique()[:5]))
+        raise DataError(f"label column '{spec.label}' must be 0/1; found {found} (fix: binarize it, e.g. rating >= 4)")
+    ucols, icols = spec.source_columns("users"), spec.source_columns("items")
+    users = _read(raw_dir, spec.tables["users"], [spec.user_key, *ucols], spec)
+    items = _read(raw_dir, spec.tables["items"], [spec.item_key, *icols], spec)
+    # Strings as categories first: the fingerprint then hashes each distinct value once.
+    imp = imp.assign(**{c: imp[c].astype("category") for c in imp.columns
+                        if c not in (spec.timestamp, spec.label) and imp[c].dtype.kind not in "iufbmM"})
+    fingerprint = _fingerprint([imp, users, items])
+    user, item = _categorical(imp[spec.user_key]), _categorical(imp[spec.item_key])
+    columns: dict[str, Any] = {
+        spec.user_key: user,
+        spec.item_key: item,
+        spec.timestamp: _timestamps(imp[spec.timestamp], spec.timestamp),
+        spec.label: labels.to_numpy().astype(np.int8),
+    }
+    for c in ctx + spec.passthrough:
+        columns.setdefault(c, _compact(imp[c]))
+    del imp, labels
+    for c, values in {**_join(user, users, spec.user_key, ucols), **_join(item, items, spec.item_key, icols)}.items():
+        columns.setdefault(c, values)
+    frame = pd.DataFrame(columns, copy=False)
+    ts = columns[spec.timestamp]
+    if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+        frame = frame.iloc[np.argsort(ts, kind="stable")].reset_index(drop=True)
+    return RawData(frame=frame, context_columns=ctx, fingerprint=fingerprint)
+
+
+def _read(raw_dir: str | Path, stem: str, columns: list[str], spec: FeatureSpec) -> pd.DataFrame:
+    have = table_columns(raw_dir, stem)
+    missing = [c for c in columns if c not in have]
+    for col in missing:
+        # Name the feature that wants the column: that is what the user has to fix.
+        for name, feat in spec.features.items():
+            if col in (getattr(feat, "column", None) or name, name):
+                raise SpecError(f"feature '{name}' reads column '{col}', which table '{stem}' lacks "
+                                f"(it has {have}; fix: add the column or set the feature's `column:`)")
+        raise DataError(f"table '{stem}' lacks column '{col}' required by the spec (it has {have})")
+    return read_table(raw_dir, stem, columns)
