@@ -125,9 +125,9 @@ def train(
                        "data_shards": data_shards, "checkpoint_dir": checkpoint_dir,
                        "checkpoint_every_steps": checkpoint_every, "keep_checkpoints": keep_checkpoints},
                       nproc=nproc, max_restarts=max_restarts, resume=resume, init_from=init_from, progress=not quiet)
-    except WorkerFailed as err:
+    except WorkerFailed as err:  # not bad input: exit 1 (SystemExit, which click passes through)
         _err(f"training failed: {err}")
-        raise typer.Exit(1) from None
+        sys.exit(1)
 
 
 @app.command()

@@ -43,7 +43,7 @@ from recsys.training import (
     uses_sparse_grad,
     warm_start,
 )
-from recsys.training.distributed import WorkerFailed, launch
+from recsys.training.distributed import WorkerFailed, launch, restarts
 
 __all__ = ["load_features", "resolve_training", "run_settings", "fit_model", "run_train", "train_command",
            "checkpoint_store", "POPULAR_ITEMS"]
@@ -161,6 +161,21 @@ def _fingerprint(cfg: TrainingConfig, settings: RunSettings, manifest: dict[str,
             "feature_version": manifest.get("feature_version")}
 
 
+def _check_checkpoints(store: CheckpointStore, resume: bool) -> int | None:
+    """Refuse to resume from a checkpoint of another run, or to start over one of an unfinished run.
+    Returns the shuffle window the checkpoint was made with (None: a fresh run)."""
+    if resume:
+        state = store.state()
+        if state.fingerprint != store.fingerprint:
+            raise DataError(f"the checkpoint in {store.root} is of another run (other training settings, data shards "
+                            f"or features); resume with the same ones, or remove the folder to start over")
+        return state.window_steps
+    if store.latest() is not None:
+        raise DataError(f"{store.root} holds a checkpoint of an unfinished run ({store.describe()}): pass --resume "
+                        f"to continue it, or remove the folder to start over")
+    return None
+
+
 def run_train(features_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None,
               log: Callable[[str], None] = print, progress: bool = True, settings: RunSettings | None = None,
               resume: bool = False, init_from: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -170,7 +185,7 @@ def run_train(features_dir: str | Path, out_dir: str | Path, overrides: dict[str
     dist = Dist.from_env()
     try:
         return _run(features_dir, out_dir, overrides or {}, log if dist.is_main else (lambda _: None), progress,
-                    settings or RunSettings(), resume or dist.restarts > 0, init_from, dist)
+                    settings or RunSettings(), resume or restarts() > 0, init_from, dist)
     finally:
         dist.close()
 
@@ -183,19 +198,10 @@ def _run(features_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any
     spec = spec.model_copy(update={"training": cfg})
     if cfg.threads or dist.active:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
-    fingerprint = _fingerprint(cfg, settings, manifest)
-    store = checkpoint_store(out_dir, settings, fingerprint)
-    window_steps = None
+    store = checkpoint_store(out_dir, settings, _fingerprint(cfg, settings, manifest))
+    window_steps = _check_checkpoints(store, resume)
     if resume:
-        state = store.state()
-        if state.fingerprint != fingerprint:
-            raise DataError(f"the checkpoint in {store.root} is of another run (other training settings, data shards "
-                            f"or features); resume with the same ones, or remove the folder to start over")
-        window_steps = state.window_steps
         log(f"resuming from {store.describe()} in {store.root}")
-    elif store.latest() is not None:
-        raise DataError(f"{store.root} holds a checkpoint of an unfinished run ({store.describe()}): pass --resume "
-                        f"to continue it, or remove the folder to start over")
     train_src = ParquetSource(features_dir, "train", spec.label)
     valid_src = ParquetSource(features_dir, "valid", spec.label)
     data, how = epoch_data(train_src, settings, cfg.batch_size, cfg.seed, dist.rank, dist.world, window_steps)
@@ -245,12 +251,17 @@ def train_command(features_dir: Path, out_dir: Path, overrides: dict[str, Any], 
                   progress: bool = True) -> None:
     """`recsys train`: validate everything first (one line, exit 2), then train here, or start
     `nproc` copies of this very command under torch's elastic agent (each one a rank)."""
-    spec, _, _ = load_features(features_dir)
-    resolve_training(spec.training, overrides)
+    spec, _, manifest = load_features(features_dir)
     run = run_settings(**settings)
+    resume = resume or restarts() > 0  # a rank restarted by the elastic agent continues the job
+    _check_checkpoints(checkpoint_store(out_dir, run, _fingerprint(resolve_training(spec.training, overrides), run,
+                                                                     manifest)), resume)
     if init_from is not None and not (Path(init_from) / "metadata.json").is_file():
         raise DataError(f"--init-from {init_from}: no artifact there (metadata.json missing)")
     if nproc > 1 and not launched_by_torchrun():
+        if run.data_shards % nproc:
+            raise DataError(f"data_shards {run.data_shards} is not a multiple of the {nproc} processes (fix: "
+                            f"--data-shards {nproc * -(-run.data_shards // nproc)}, or another --nproc)")
         try:
             launch(nproc, [sys.executable, "-m", "pipelines.cli", *sys.argv[1:]], max_restarts)
         except WorkerFailed as err:

@@ -20,11 +20,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["Dist", "WorkerFailed", "launch", "launched_by_torchrun"]
+__all__ = ["Dist", "WorkerFailed", "launch", "launched_by_torchrun", "restarts"]
 
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def restarts() -> int:
+    """How often torchrun's elastic agent has restarted this job's workers (they then resume)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,16 @@ class Dist:
             torch.cuda.set_device(device)
         d = cls(rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]), local_rank=local_rank,
                 local_world=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-                restarts=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)), device=device)
-        dist.init_process_group(backend=d.backend, timeout=timedelta(seconds=timeout_s))
+                restarts=restarts(), device=device)
+        # The store torchrun's agent keeps across restarts, seen under a prefix per restart round:
+        # without it, ranks restarted by the agent read the dead round's gloo addresses (torch 2.13)
+        # and time out connecting to them.
+        timeout = timedelta(seconds=timeout_s)
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), d.world,
+                              is_master=d.rank == 0 and not agent_store, timeout=timeout)
+        dist.init_process_group(backend=d.backend, store=dist.PrefixStore(f"recsys/round-{d.restarts}", store),
+                                rank=d.rank, world_size=d.world, timeout=timeout)
         return d
 
     def close(self) -> None:

@@ -178,7 +178,7 @@ def train(
             raise ValueError("resume needs a checkpoint store")
         state, rng = store.load(model, optimizers)
         if rng.shape[0] == dist.world:
-            torch.set_rng_state(rng[dist.rank].contiguous())
+            torch.set_rng_state(rng[dist.rank].clone())  # a view with an offset is misread
         else:  # another world size: the data order is the same, dropout draws are not
             torch.manual_seed(cfg.seed + 7919 * state.epoch + dist.rank)
     best = _Best(store)

@@ -52,7 +52,7 @@ def test_the_best_epochs_weights_are_restored(mini_fitted: Fitted, mini_spec: Fe
     for store in (None, CheckpointStore(tmp_path / "ckpt")):  # best weights in memory, or on disk
         with monkeypatch.context() as m:
             scripted = iter([0.9, 0.1, 0.1, 0.1])  # epoch 1 is the best of 4
-            m.setattr(loop_module, "auc", lambda y, p: next(scripted))
+            m.setattr(loop_module, "auc", lambda y, p, s=scripted: next(s))
             model, _ = run(mini_fitted, mini_spec, cfg.model_copy(update={"epochs": 4}), store=store)
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), one.state_dict().values(),
                                                       strict=True))
