@@ -71,10 +71,11 @@ class Dist:
         # and time out connecting to them.
         timeout = timedelta(seconds=timeout_s)
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), d.world,
-                              is_master=d.rank == 0 and not agent_store, timeout=timeout)
-        dist.init_process_group(backend=d.backend, store=dist.PrefixStore(f"recsys/round-{d.restarts}", store),
-                                rank=d.rank, world_size=d.world, timeout=timeout)
+        # (TCPStore and PrefixStore are public torch.distributed names its type stubs do not re-export.)
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),  # type: ignore[attr-defined]
+                              d.world, is_master=d.rank == 0 and not agent_store, timeout=timeout)
+        round_store = dist.PrefixStore(f"recsys/round-{d.restarts}", store)  # type: ignore[attr-defined]
+        dist.init_process_group(backend=d.backend, store=round_store, rank=d.rank, world_size=d.world, timeout=timeout)
         return d
 
     def close(self) -> None:
