@@ -45,8 +45,8 @@ from recsys.training import (
 )
 from recsys.training.distributed import WorkerFailed, launch, restarts
 
-__all__ = ["load_features", "resolve_training", "run_settings", "fit_model", "run_train", "train_command",
-           "checkpoint_store", "POPULAR_ITEMS"]
+__all__ = ["load_features", "resolve_training", "run_settings", "fit_model", "popular_items", "run_train",
+           "train_command", "checkpoint_store", "POPULAR_ITEMS"]
 
 POPULAR_ITEMS = 2000  # candidate set the service ranks when a request brings none
 # CLI flag of each override, for error messages.
@@ -122,17 +122,26 @@ def fit_model(pipeline: FeaturePipeline, spec: FeatureSpec, cfg: TrainingConfig,
     return model, train(model, data, valid, cfg, progress=progress, on_epoch=on_epoch)
 
 
-def popular_items(features_dir: str | Path, spec: FeatureSpec, n: int = POPULAR_ITEMS) -> list[str]:
-    """Items by train positives (then impressions), read a record batch at a time."""
-    parts = []
-    for path in split_files(features_dir, "train"):
-        for rb in pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=[spec.item_key, spec.label]):
-            df = rb.to_pandas()
-            parts.append(df.groupby(spec.item_key, sort=False, observed=True)[spec.label].agg(["sum", "count"]))
-    counts = pd.concat(parts).groupby(level=0, observed=True).sum()
+def _item_counts(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    return frame.groupby(spec.item_key, sort=False, observed=True)[spec.label].agg(["sum", "count"])
+
+
+def _top(counts: pd.DataFrame, n: int) -> list[str]:
     counts.index = counts.index.astype(str)
     top: list[str] = counts.sort_values(["sum", "count"], ascending=False).index[:n].tolist()
     return top
+
+
+def popular_items(meta: pd.DataFrame, spec: FeatureSpec, n: int = POPULAR_ITEMS) -> list[str]:
+    """Items by positives (then impressions) in a split's plain columns."""
+    return _top(_item_counts(meta, spec), n)
+
+
+def _popular_in_split(features_dir: str | Path, spec: FeatureSpec, n: int = POPULAR_ITEMS) -> list[str]:
+    """`popular_items` of the train split, read a record batch at a time (it may not fit in memory)."""
+    parts = [_item_counts(rb.to_pandas(), spec) for path in split_files(features_dir, "train")
+             for rb in pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=[spec.item_key, spec.label])]
+    return _top(pd.concat(parts).groupby(level=0, observed=True).sum(), n)
 
 
 def _user_codes(features_dir: str | Path, split: str, user_key: str) -> np.ndarray:
@@ -236,7 +245,7 @@ def _run(features_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any
         "metrics": {f"valid.{k}": v for k, v in valid_metrics.items()},
         "data_fingerprint": manifest["data_fingerprint"],
         "rows": manifest["rows"],
-        "popular_items": popular_items(features_dir, spec),
+        "popular_items": _popular_in_split(features_dir, spec),
     }
     pipeline.spec = spec  # the artifact carries the spec with the training settings actually used
     path = save_artifact(out_dir, pipeline, model, meta)
