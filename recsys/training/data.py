@@ -254,16 +254,15 @@ class _ShardReader:
         self._chunks = iter_rows(source, self._segments)
         self._left: Batch | None = None
 
-    def take(self, n: int) -> Batch:
-        out = _empty(self._source.widths, n)
-        at = 0
-        while at < n:
+    def take(self, n: int, out: Batch, at: int) -> None:
+        """The next `n` rows, written to `out` from row `at` on."""
+        end = at + n
+        while at < end:
             chunk = self._left if self._left is not None else next(self._chunks)
-            use = min(len(chunk), n - at)
+            use = min(len(chunk), end - at)
             _copy_into(out, at, chunk.slice(slice(0, use)))
             self._left = chunk.slice(slice(use, None)) if use < len(chunk) else None
             at += use
-        return out
 
 
 class EpochData:
@@ -300,50 +299,55 @@ class EpochData:
     def _epoch_segments(self, epoch: int, shard: int) -> np.ndarray:
         return _rng(self.seed, epoch, shard).permutation(len(self.plan.segments[shard]))
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Batch, int]]:
-        plan, m = self.plan, self.window_steps
-        first = start_step // m
-        windows = range(first, math.ceil(plan.steps / m))
-        readers: list[_ShardReader] = []
-        if self._cache is None:
-            for s in self.shards:
-                segs = [plan.segments[s][i] for i in self._epoch_segments(epoch, s)]
-                readers.append(_ShardReader(self.source, segs, skip=min(first * m * plan.shard_batch[s],
-                                                                         plan.lengths[s])))
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: Future[Batch] | None = None
-            for w in windows:
-                k0, k1 = w * m, min((w + 1) * m, plan.steps)
-                counts = [int(np.clip(plan.lengths[s] - k0 * plan.shard_batch[s], 0, (k1 - k0) * plan.shard_batch[s]))
-                          for s in self.shards]
-                if self._cache is None:
-                    # Read this window (or take the one read ahead), and read ahead the next.
-                    rows = pending.result() if pending is not None else self._read_window(readers, counts)
-                    pending = None
-                    if w + 1 < windows.stop:
-                        k2 = min((w + 2) * m, plan.steps)
-                        nxt = [int(np.clip(plan.lengths[s] - k1 * plan.shard_batch[s], 0,
-                                           (k2 - k1) * plan.shard_batch[s])) for s in self.shards]
-                        pending = pool.submit(self._read_window, readers, nxt)
-                    positions = np.split(np.arange(sum(counts)), np.cumsum(counts)[:-1])
-                    data = rows
-                else:
-                    positions = [self._cached_positions(epoch, s, k0 * plan.shard_batch[s], c)
-                                 for s, c in zip(self.shards, counts, strict=True)]
-                    data = self._cache
-                index, per_step = self._interleave(epoch, w, positions, k1 - k0)
-                window = data.slice(torch.from_numpy(index))
-                ends = np.cumsum(per_step)
-                sizes = plan.global_rows(np.arange(k0, k1))
-                for k in range(max(start_step - k0, 0), k1 - k0):
-                    lo = int(ends[k - 1]) if k else 0
-                    yield window.slice(slice(lo, int(ends[k]))), int(sizes[k])
+    def _steps(self, window: int) -> tuple[int, int]:
+        m = self.window_steps
+        return window * m, min((window + 1) * m, self.plan.steps)
 
-    @staticmethod
-    def _read_window(readers: list[_ShardReader], counts: list[int]) -> Batch:
-        parts = [r.take(c) for r, c in zip(readers, counts, strict=True)]
-        return Batch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("sparse", "multi", "dense", "wide",
-                                                                             "label")))
+    def _counts(self, window: int) -> list[int]:
+        """Rows each owned shard gives to the window's steps (fewer at the end of the epoch)."""
+        k0, k1 = self._steps(window)
+        return [int(np.clip(self.plan.lengths[s] - k0 * self.plan.shard_batch[s], 0,
+                            (k1 - k0) * self.plan.shard_batch[s])) for s in self.shards]
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Batch, int]]:
+        """(local batch, rows of the global batch) for each step of `epoch` from `start_step` on."""
+        first, last = start_step // self.window_steps, math.ceil(self.plan.steps / self.window_steps)
+        readers = None
+        if self._cache is None:  # each owned shard's segments in this epoch's order, past the skipped windows
+            skip = self._steps(first)[0]
+            readers = [_ShardReader(self.source, [self.plan.segments[s][i] for i in self._epoch_segments(epoch, s)],
+                                    skip=min(skip * self.plan.shard_batch[s], self.plan.lengths[s]))
+                       for s in self.shards]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead: Future[Batch] | None = None
+            for w in range(first, last):
+                k0, k1 = self._steps(w)
+                counts = self._counts(w)
+                if readers is None:  # in memory: rows of the cache
+                    rows = self._cache
+                    positions = [self._cached_positions(epoch, s, k0 * self.plan.shard_batch[s], c)
+                                 for s, c in zip(self.shards, counts, strict=True)]
+                else:  # streamed: this window's rows (read while the previous window trained), read the next
+                    rows = ahead.result() if ahead is not None else self._read_window(readers, counts)
+                    ahead = pool.submit(self._read_window, readers, self._counts(w + 1)) if w + 1 < last else None
+                    positions = np.split(np.arange(sum(counts)), np.cumsum(counts)[:-1])
+                assert rows is not None
+                index, per_step = self._interleave(epoch, w, positions, k1 - k0)
+                window = rows.slice(torch.from_numpy(index))
+                del rows  # a streamed window's unshuffled rows are no longer needed
+                ends = np.r_[0, np.cumsum(per_step)]
+                sizes = self.plan.global_rows(np.arange(k0, k1))
+                for k in range(max(start_step - k0, 0), k1 - k0):
+                    yield window.slice(slice(int(ends[k]), int(ends[k + 1]))), int(sizes[k])
+
+    def _read_window(self, readers: list[_ShardReader], counts: list[int]) -> Batch:
+        """The next `counts[i]` rows of each owned shard, side by side in one batch."""
+        out = _empty(self.source.widths, sum(counts))
+        at = 0
+        for reader, n in zip(readers, counts, strict=True):
+            reader.take(n, out, at)
+            at += n
+        return out
 
     def _cached_positions(self, epoch: int, shard: int, start: int, count: int) -> np.ndarray:
         """Cache rows of the shard's epoch-ordered rows [start, start + count)."""
