@@ -134,7 +134,8 @@ def launch(nproc: int, args: list[str]) -> dict[str, Any]:
     prefix = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                    f"--nproc-per-node={nproc}"]
     out = subprocess.run([*prefix, __file__, *args], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                         env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(REPO),
+                              "OMP_NUM_THREADS": "1"})
     return dict(json.loads(next(x for x in out.stdout.splitlines() if x.startswith("{"))))
 
 

@@ -108,8 +108,9 @@ def encoded_features(work: Path, template: Path, rows: int, chunk: int = 1_000_0
 
 
 # ------------------------------------------------------------------------------------------ worker
-def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int) -> dict[str, Any]:
-    """One training run in this process: one epoch of recsys.training.train, no validation."""
+def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int, seconds: float) -> dict[str, Any]:
+    """One training run in this process: one epoch of recsys.training.train, no validation; or,
+    with `seconds`, the same steps over the start of the epoch until that much time has passed."""
     import torch
 
     from pipelines.train import load_features
@@ -126,6 +127,10 @@ def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int)
     load = time.perf_counter() - t0
     torch.manual_seed(0)
     model = WideDeep(WideDeepConfig.from_layout(pipeline.layout, spec.model, sparse_grad=uses_sparse_grad(cfg)))
+    if seconds:
+        return {"mode": mode, "rows": data.plan.rows, "how": how, "load_s": round(load, 2),
+                **timed_steps(model, data, cfg, seconds),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     result = train(model, data, None, cfg, progress=False)
     return {"mode": mode, "rows": data.plan.rows, "how": how, "load_s": round(load, 2),
             "epoch_s": round(result.seconds, 2), "samples_per_s": round(result.samples_per_second),
@@ -133,10 +138,35 @@ def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int)
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def run_worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int = 1) -> dict[str, Any]:
+def timed_steps(model: Any, data: Any, cfg: Any, seconds: float) -> dict[str, Any]:
+    """The train loop's step (as recsys.training.train takes it) over the first `seconds` of an epoch."""
+    import torch
+
+    from recsys.training import build_optimizers
+
+    optimizers, loss_fn = build_optimizers(model, cfg), torch.nn.BCEWithLogitsLoss()
+    rows, t0 = 0, time.perf_counter()
+    for batch, _ in data.epoch(1):
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss_fn(model(batch), batch.label).backward()
+        for opt in optimizers:
+            opt.step()
+        rows += len(batch)
+        if time.perf_counter() - t0 > seconds:
+            break
+    spent = time.perf_counter() - t0
+    return {"epoch_s": round(spent, 2), "samples_per_s": round(rows / spent), "rows_trained": rows}
+
+
+def run_worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int = 1,
+               seconds: float = 0) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "worker", str(features), "--mode", mode, "--budget-mb", str(budget_mb),
-           "--threads", str(threads), "--epochs", str(epochs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+           "--threads", str(threads), "--epochs", str(epochs), "--seconds", str(seconds)]
+    # OMP_WAIT_POLICY=PASSIVE: on a shared host, spinning OpenMP workers take the cores from the
+    # thread they wait for (measured: 80 vs 660 ms a step at 2 threads, load ~11 on 2 cores).
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {mode:<7}{result['rows']:>12,} rows  {result['samples_per_s']:>9,} samples/s  "
           f"{result['peak_rss_mb']:>7,} MB peak RSS  ({result['how'].split(';')[0]})", file=sys.stderr)
@@ -162,11 +192,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     for impressions in args.impressions:
         features = synthetic_features(args.workdir, impressions)
         runs: dict[str, list[dict[str, Any]]] = {"memory": [], "stream": []}
+        seconds = args.seconds if impressions > args.full_epoch_max else 0
         for _ in range(args.repeats):  # alternate, so a busy spell on the shared host hits both
-            runs["memory"].append(run_worker(features, "memory", args.memory_budget_mb, args.threads))
-            runs["stream"].append(run_worker(features, "stream", args.stream_budget_mb, args.threads))
+            runs["memory"].append(run_worker(features, "memory", args.memory_budget_mb, args.threads, seconds=seconds))
+            runs["stream"].append(run_worker(features, "stream", args.stream_budget_mb, args.threads, seconds=seconds))
         best = {m: max(r, key=lambda x: x["samples_per_s"]) for m, r in runs.items()}
-        results.append({"impressions": impressions, "train_rows": best["memory"]["rows"],
+        results.append({"impressions": impressions, "train_rows": best["memory"]["rows"], "timed_seconds": seconds,
                         "memory": best["memory"], "stream": best["stream"],
                         "stream_over_memory": round(best["stream"]["samples_per_s"] / best["memory"]["samples_per_s"],
                                                     3),
@@ -184,8 +215,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 def big(args: argparse.Namespace) -> dict[str, Any]:
     template = synthetic_features(args.workdir, 1_000_000)
     features = encoded_features(args.workdir, template, args.rows)
-    result = run_worker(features, "stream", args.stream_budget_mb, args.threads)
-    print(f"\n{result['rows']:,} rows streamed in {result['epoch_s']:,.0f}s: {result['samples_per_s']:,} samples/s, "
+    result = run_worker(features, "stream", args.stream_budget_mb, args.threads, seconds=args.seconds)
+    rows = result.get("rows_trained", result["rows"])
+    print(f"\n{rows:,} rows streamed in {result['epoch_s']:,.0f}s: {result['samples_per_s']:,} samples/s, "
           f"peak RSS {result['peak_rss_mb']:,} MB (budget {args.stream_budget_mb:,} MiB)", file=sys.stderr)
     return {"benchmark": "stream-100m", "threads": args.threads, "result": result,
             "disk_gb": round(sum(f.stat().st_size for f in features.rglob("*.parquet")) / 1e9, 1)}
@@ -198,21 +230,25 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--impressions", type=lambda s: [int(x) for x in s.split(",")], default=[1_000_000, 10_000_000])
     c.add_argument("--repeats", type=int, default=2)
     c.add_argument("--memory-budget-mb", type=int, default=8192)
+    c.add_argument("--full-epoch-max", type=int, default=1_000_000,
+                   help="larger data sets train only --seconds of their epoch (0 = whole epochs)")
     b = sub.add_parser("big")
     b.add_argument("--rows", type=int, default=100_000_000)
     for q in (c, b):
         q.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--stream-budget-mb", type=int, default=512)
+        q.add_argument("--seconds", type=float, default=0, help="train only this long (0: the whole epoch)")
     w = sub.add_parser("worker")
     w.add_argument("features", type=Path)
     w.add_argument("--mode", choices=["memory", "stream"], required=True)
     w.add_argument("--budget-mb", type=int, required=True)
     w.add_argument("--threads", type=int, required=True)
     w.add_argument("--epochs", type=int, default=1)
+    w.add_argument("--seconds", type=float, default=0)
     args = p.parse_args(argv)
     if args.command == "worker":
-        print(json.dumps(worker(args.features, args.mode, args.budget_mb, args.threads, args.epochs)))
+        print(json.dumps(worker(args.features, args.mode, args.budget_mb, args.threads, args.epochs, args.seconds)))
         return 0
     t0 = time.perf_counter()
     out = compare(args) if args.command == "compare" else big(args)
