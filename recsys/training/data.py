@@ -7,7 +7,8 @@ the number of processes or of where the rows live:
      order and their rows cut into `data_shards` contiguous shards of near-equal size;
   2. every epoch each shard visits its segments in a new seeded order, and shuffles its rows
      within windows of `window_steps` batches (a window covering the shard is a full shuffle);
-  3. global batch k takes b_s rows from every shard s (the batch size cut into near-equal parts).
+  3. an epoch has ceil(rows / batch size) global batches, and every shard spreads its rows evenly
+     over them: global batch k takes rows [k·L/T, (k+1)·L/T) of each shard's epoch order.
 
 Process r of W trains on shards r, r + W, …: its part of every global batch, so it reads only its
 own files and row groups, and W processes that divide `data_shards` see the very batches that one
@@ -201,21 +202,33 @@ def _rng(*key: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """Which rows each shard holds and how many of them each global batch takes."""
+    """Which rows each shard holds, and how many global batches an epoch has. Every shard gives
+    rows to every batch (its L rows spread evenly over the T batches), so every process has a part
+    of every batch and all take the same steps."""
 
     segments: tuple[tuple[Segment, ...], ...]  # per shard, in its fixed order
     lengths: tuple[int, ...]
-    shard_batch: tuple[int, ...]  # b_s: rows shard s gives to a global batch
     steps: int  # global batches per epoch
 
     @property
     def rows(self) -> int:
         return sum(self.lengths)
 
+    def _before(self, shards: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        lengths = np.asarray(self.lengths)[shards]
+        stagger = shards * self.steps // len(self.lengths)  # shards round at different steps
+        rows: np.ndarray = (lengths * steps + stagger) // self.steps
+        return rows
+
+    def before(self, shard: int, step: int) -> int:
+        """Rows of the shard's epoch order that batches before `step` take (the shard's rows spread
+        evenly over the epoch's batches, so batch sizes stay within a row or two of the batch size)."""
+        return int(self._before(np.array(shard), np.array(step)))
+
     def global_rows(self, steps: np.ndarray) -> np.ndarray:
-        """Rows of global batch k, for each k in `steps` (the last batches are smaller)."""
-        length, b = np.asarray(self.lengths), np.asarray(self.shard_batch)
-        rows: np.ndarray = np.clip(length[None, :] - steps[:, None] * b[None, :], 0, b[None, :]).sum(1)
+        """Rows of global batch k, for each k in `steps`."""
+        shards, k = np.arange(len(self.lengths))[None, :], np.asarray(steps)[:, None]
+        rows: np.ndarray = (self._before(shards, k + 1) - self._before(shards, k)).sum(1)
         return rows
 
 
@@ -228,13 +241,12 @@ def plan_shards(piece_rows: Sequence[int], shards: int, batch_size: int, seed: i
         tuple(Segment(int(order[s.piece]), s.start, s.stop) for s in contiguous_segments(rows, cuts[i], cuts[i + 1]))
         for i in range(shards))
     lengths = tuple(cuts[i + 1] - cuts[i] for i in range(shards))
-    b = _cuts(batch_size, shards)
-    shard_batch = tuple(max(b[i + 1] - b[i], 0) for i in range(shards))
-    if min(shard_batch) == 0:
-        raise DataError(f"batch_size {batch_size} is smaller than data_shards {shards}: every shard must give "
-                        f"each batch a row (fix: a batch size ≥ {shards}, or fewer data shards)")
-    steps = max((math.ceil(n / bs) for n, bs in zip(lengths, shard_batch, strict=True)), default=0)
-    return ShardPlan(segments, lengths, shard_batch, steps)
+    steps = math.ceil(total / batch_size)
+    if min(lengths) < steps:
+        raise DataError(f"batch_size {batch_size} with data_shards {shards}: {total:,} rows make shards too small to "
+                        f"give each of the {steps:,} batches a row (fix: a batch size ≥ {shards}, or fewer data "
+                        f"shards)")
+    return ShardPlan(segments, lengths, steps)
 
 
 class _ShardReader:
@@ -292,10 +304,6 @@ class EpochData:
                     self._cache_at[s].append(at)
                     at += seg.rows
 
-    @property
-    def local_batch(self) -> int:
-        return sum(self.plan.shard_batch[s] for s in self.shards)
-
     def _epoch_segments(self, epoch: int, shard: int) -> np.ndarray:
         return _rng(self.seed, epoch, shard).permutation(len(self.plan.segments[shard]))
 
@@ -304,10 +312,9 @@ class EpochData:
         return window * m, min((window + 1) * m, self.plan.steps)
 
     def _counts(self, window: int) -> list[int]:
-        """Rows each owned shard gives to the window's steps (fewer at the end of the epoch)."""
+        """Rows each owned shard gives to the window's steps."""
         k0, k1 = self._steps(window)
-        return [int(np.clip(self.plan.lengths[s] - k0 * self.plan.shard_batch[s], 0,
-                            (k1 - k0) * self.plan.shard_batch[s])) for s in self.shards]
+        return [self.plan.before(s, k1) - self.plan.before(s, k0) for s in self.shards]
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Batch, int]]:
         """(local batch, rows of the global batch) for each step of `epoch` from `start_step` on."""
@@ -316,7 +323,7 @@ class EpochData:
         if self._cache is None:  # each owned shard's segments in this epoch's order, past the skipped windows
             skip = self._steps(first)[0]
             readers = [_ShardReader(self.source, [self.plan.segments[s][i] for i in self._epoch_segments(epoch, s)],
-                                    skip=min(skip * self.plan.shard_batch[s], self.plan.lengths[s]))
+                                    skip=self.plan.before(s, skip))
                        for s in self.shards]
         with ThreadPoolExecutor(max_workers=1) as pool:
             ahead: Future[Batch] | None = None
@@ -325,14 +332,14 @@ class EpochData:
                 counts = self._counts(w)
                 if readers is None:  # in memory: rows of the cache
                     rows = self._cache
-                    positions = [self._cached_positions(epoch, s, k0 * self.plan.shard_batch[s], c)
+                    positions = [self._cached_positions(epoch, s, self.plan.before(s, k0), c)
                                  for s, c in zip(self.shards, counts, strict=True)]
                 else:  # streamed: this window's rows (read while the previous window trained), read the next
                     rows = ahead.result() if ahead is not None else self._read_window(readers, counts)
                     ahead = pool.submit(self._read_window, readers, self._counts(w + 1)) if w + 1 < last else None
                     positions = np.split(np.arange(sum(counts)), np.cumsum(counts)[:-1])
                 assert rows is not None
-                index, per_step = self._interleave(epoch, w, positions, k1 - k0)
+                index, per_step = self._interleave(epoch, w, positions)
                 window = rows.slice(torch.from_numpy(index))
                 del rows  # a streamed window's unshuffled rows are no longer needed
                 ends = np.r_[0, np.cumsum(per_step)]
@@ -357,16 +364,17 @@ class EpochData:
             np.zeros(0, np.int64)
         return rows[start:start + count]
 
-    def _interleave(self, epoch: int, window: int, positions: list[np.ndarray],
-                    steps: int) -> tuple[np.ndarray, np.ndarray]:
+    def _interleave(self, epoch: int, window: int, positions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Shuffle each shard's window rows (seeded per shard and window), then lay them out in
-        batch order: batch k = b_s rows of each owned shard. → (row index, rows per batch)."""
+        batch order: batch k = its share of each owned shard. → (row index, rows per batch)."""
+        k0, k1 = self._steps(window)
         grids = []
         for s, pos in zip(self.shards, positions, strict=True):
-            b = self.plan.shard_batch[s]
-            grid = np.full(steps * b, -1, dtype=np.int64)
-            grid[:len(pos)] = pos[_rng(self.seed, epoch, s, window, 1).permutation(len(pos))]
-            grids.append(grid.reshape(steps, b))
+            per_step = np.diff([self.plan.before(s, k) for k in range(k0, k1 + 1)])
+            grid = np.full((k1 - k0, int(per_step.max())), -1, dtype=np.int64)
+            grid[np.arange(grid.shape[1])[None, :] < per_step[:, None]] = pos[
+                _rng(self.seed, epoch, s, window, 1).permutation(len(pos))]  # row-major: batch by batch
+            grids.append(grid)
         grid = np.concatenate(grids, axis=1)
         present = grid >= 0
         return grid[present], present.sum(1)

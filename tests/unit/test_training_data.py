@@ -127,14 +127,23 @@ def test_a_folder_of_part_files_is_read_like_one_file(split_dir: Path, tmp_path:
     assert sorted(np.concatenate(epoch_rows(data, 1)).tolist()) == list(range(N))
 
 
-def test_last_global_batches_are_smaller_and_counted_over_all_processes():
+def test_global_batch_sizes_are_even_and_counted_over_all_shards():
     plan = plan_shards([N], shards=8, batch_size=64, seed=0)
     sizes = plan.global_rows(np.arange(plan.steps))
-    assert sizes.sum() == N and sizes[0] == 64 and sizes[-1] < 64
+    assert sizes.sum() == N and plan.steps == 79 and set(sizes.tolist()) <= {62, 63, 64, 65}
 
 
 def test_shards_that_do_not_divide_among_processes_are_refused(split_dir: Path):
     with pytest.raises(DataError, match="data_shards 8 is not a multiple of the 3 processes"):
         epoch_data(source(split_dir), RunSettings(), 64, 3, 0, 3)
-    with pytest.raises(DataError, match="batch_size 4 is smaller than data_shards 8"):
+    with pytest.raises(DataError, match="batch_size 4 with data_shards 8"):
         epoch_data(source(split_dir), RunSettings(), 4, 3)
+
+
+def test_every_process_has_a_part_of_every_batch_whatever_the_batch_size(split_dir: Path):
+    for batch in (63, 64, 100):
+        parts = [[len(b) for b in epoch_rows(epoch_data(source(split_dir), RunSettings(), batch, 3, r, 8)[0], 1)]
+                 for r in range(8)]
+        assert len({len(p) for p in parts}) == 1 and min(min(p) for p in parts) > 0
+        sizes = np.sum(parts, axis=0)
+        assert sizes.sum() == N and len(sizes) == -(-N // batch) and sizes.max() - sizes.min() <= 3

@@ -112,3 +112,4 @@ def test_a_run_resumed_from_a_mid_epoch_checkpoint_ends_like_an_uninterrupted_on
     assert auc_resumed == auc_straight
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(),
                                                   strict=True))
+
