@@ -370,7 +370,7 @@ class EpochData:
         k0, k1 = self._steps(window)
         grids = []
         for s, pos in zip(self.shards, positions, strict=True):
-            per_step = np.diff([self.plan.before(s, k) for k in range(k0, k1 + 1)])
+            per_step = np.diff(self.plan._before(np.array(s), np.arange(k0, k1 + 1)))
             grid = np.full((k1 - k0, int(per_step.max())), -1, dtype=np.int64)
             grid[np.arange(grid.shape[1])[None, :] < per_step[:, None]] = pos[
                 _rng(self.seed, epoch, s, window, 1).permutation(len(pos))]  # row-major: batch by batch
