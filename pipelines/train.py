@@ -193,8 +193,12 @@ def run_train(features_dir: str | Path, out_dir: str | Path, overrides: dict[str
     empty on ranks other than 0)."""
     dist = Dist.from_env()
     try:
-        return _run(features_dir, out_dir, overrides or {}, log if dist.is_main else (lambda _: None), progress,
+        done = _run(features_dir, out_dir, overrides or {}, log if dist.is_main else (lambda _: None), progress,
                     settings or RunSettings(), resume or restarts() > 0, init_from, dist)
+        # Leave together (not on errors: the elastic agent stops the others): a rank that tore the
+        # group down while rank 0 was still writing the artifact was seen to abort on its way out.
+        dist.barrier()
+        return done
     finally:
         dist.close()
 
