@@ -88,29 +88,46 @@ def train(
     features: Annotated[Path, typer.Option(help="output folder of build-features")],
     out: Annotated[Path, typer.Option(help="artifact folder to write")],
     epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="global batch (all processes together)")] = None,
     optimizer: Annotated[Optional[str], typer.Option(
         help="sgd | adagrad | adam: replaces the spec's `optimizer` (a part the spec trains apart, e.g. its "
              "wide_optimizer, keeps its own); pass --lr with it")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate of the spec's `optimizer`")] = None,
     seed: Optional[int] = None,
-    threads: Optional[int] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per process")] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="data-parallel processes on this machine (DDP, gloo); for many "
+                                                   "machines see docs/training.md")] = 1,
+    max_restarts: Annotated[int, typer.Option(
+        min=0, help="with --nproc: restart all processes up to this often when one dies (they resume from the "
+                    "newest checkpoint)")] = 0,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run from its newest checkpoint")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        help="warm start from this artifact's weights (known ids keep their rows, new ids start fresh)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="auto | memory | stream (auto: memory when the split fits "
+                                                     "the budget)")] = None,
+    memory_budget_mb: Annotated[Optional[int], typer.Option(help="memory for the train split per process")] = None,
+    shuffle_window: Annotated[Optional[int], typer.Option(help="rows shuffled together when streaming")] = None,
+    data_shards: Annotated[Optional[int], typer.Option(help="shards of the data order (a multiple of the "
+                                                            "processes; default 8)")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="default: OUT.checkpoints")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="also checkpoint every N steps")] = None,
+    keep_checkpoints: bool = False,
     quiet: bool = False,
 ) -> None:
     """Train Wide&Deep (settings from the spec's training section, overridable here)."""
-    from pipelines.train import load_features, run_train
-    from recsys.spec import OptimizerConfig
+    from pipelines.train import train_command
+    from recsys.training.distributed import WorkerFailed
 
-    opt = None
-    if optimizer or lr:
-        base = load_features(features)[0].training.optimizer
-        try:
-            opt = OptimizerConfig(**{**base.model_dump(), **({"name": optimizer} if optimizer else {}),
-                                     **({"lr": lr} if lr else {})})
-        except ValueError:
-            raise RecsysError(f"--optimizer must be sgd, adagrad or adam, got '{optimizer}'") from None
-    run_train(features, out, {"epochs": epochs, "batch_size": batch_size, "seed": seed, "threads": threads,
-                              "optimizer": opt}, progress=not quiet)
+    try:
+        train_command(features, out, {"epochs": epochs, "batch_size": batch_size, "seed": seed, "threads": threads,
+                                      "optimizer": optimizer, "lr": lr},
+                      {"data": data, "memory_budget_mb": memory_budget_mb, "shuffle_window_rows": shuffle_window,
+                       "data_shards": data_shards, "checkpoint_dir": checkpoint_dir,
+                       "checkpoint_every_steps": checkpoint_every, "keep_checkpoints": keep_checkpoints},
+                      nproc=nproc, max_restarts=max_restarts, resume=resume, init_from=init_from, progress=not quiet)
+    except WorkerFailed as err:  # not bad input: exit 1 (SystemExit, which click passes through)
+        _err(f"training failed: {err}")
+        sys.exit(1)
 
 
 @app.command()

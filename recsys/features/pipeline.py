@@ -291,7 +291,7 @@ class FeaturePipeline:
             if name in self._wide_offsets
         ]
         for cross in self.spec.crosses:
-            cid = hash_cross([ids[self._cross_field(f)] for f in cross.features], cross.buckets)
+            cid = hash_cross([ids[self.cross_field(f)] for f in cross.features], cross.buckets)
             wide_parts.append((cid + self._wide_offsets[cross.name])[:, None])
         for name, _ in layout.multi_fields:
             if self.spec.features[name].wide:  # type: ignore[union-attr]
@@ -300,7 +300,8 @@ class FeaturePipeline:
         wide = np.concatenate(wide_parts, axis=1) if wide_parts else np.zeros((n, 0), np.int64)
         return Encoded(sparse=sparse, multi=multi, dense=self.dense(columns, n), wide=wide)
 
-    def _cross_field(self, feature: str) -> str:
+    def cross_field(self, feature: str) -> str:
+        """The id field a cross of `feature` hashes (a number's bucket id, a statistic's rate bucket)."""
         feat = self.spec.features[feature]
         if isinstance(feat, StatisticFeature):
             return f"{feature}.rate.bucket"
@@ -342,6 +343,13 @@ class FeaturePipeline:
 
     def vocabulary(self, feature: str) -> Vocabulary:
         return self._vocabs[feature]
+
+    def table_offsets(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Where each field's ids start in the deep and in the wide table: a single-id field's id k
+        (0 = unseen) sits at offset + k, a multi-hot field's id k ≥ 1 at offset + k (warm start
+        maps rows between two fits with these)."""
+        self.layout  # noqa: B018 (raises before fit)
+        return dict(self._deep_offsets), dict(self._wide_offsets)
 
 
 def spec_hash(spec: FeatureSpec) -> str:

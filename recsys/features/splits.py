@@ -1,7 +1,8 @@
 """The encoded split format that build-features writes and training / evaluation read.
 
     {train,valid,test}.parquet   encoded blocks as flat columns (sparse.0.., multi.0.., dense.0..,
-                                 wide.0..) + label, keys, timestamp, context and passthrough columns
+                                 wide.0..) + label, keys, timestamp, context and passthrough columns;
+                                 one file, or a folder of parquet part files (a Spark-style writer)
 
 Every feature engine writes it through `encode_chunk` / `write_split` (the same FeaturePipeline
 transform, so engines cannot disagree on encodings) and everything downstream reads it with
@@ -24,7 +25,8 @@ from recsys.features.batch import Encoded
 from recsys.features.pipeline import FeaturePipeline
 from recsys.features.raw import RawData, as_slice
 
-__all__ = ["SPLITS", "BLOCKS", "CHUNK_ROWS", "encode_chunk", "write_split", "read_split"]
+__all__ = ["SPLITS", "BLOCKS", "CHUNK_ROWS", "encode_chunk", "write_split", "split_files", "decode_blocks",
+           "read_split"]
 
 SPLITS = ("train", "valid", "test")
 CHUNK_ROWS = 500_000  # rows per transform call and parquet row group: bounds the encode memory
@@ -99,13 +101,29 @@ def write_split(pipeline: FeaturePipeline, raw: RawData, index: np.ndarray, keep
             writer.close()
 
 
-def read_split(features_dir: str | Path, split: str) -> tuple[Encoded, pd.DataFrame]:
-    """Encoded blocks + the plain columns (label, keys, timestamp, context, passthrough)."""
+def split_files(features_dir: str | Path, split: str) -> list[Path]:
+    """The parquet files of a split: `{split}.parquet` itself, or the part files inside a folder of
+    that name, in name order (hidden and `_`-prefixed files such as `_SUCCESS` are not data)."""
     path = Path(features_dir) / f"{split}.parquet"
+    if path.is_dir():
+        parts = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+        if not parts:
+            raise DataError(f"{path} is a folder without parquet part files (fix: rerun `recsys build-features`)")
+        return parts
     if not path.is_file():
         raise DataError(f"{path} not found (fix: run `recsys build-features` into {Path(features_dir)})")
-    table = pq.read_table(path)
-    enc = Encoded(*(_read_block(table, name, np.float32 if name == "dense" else np.int64) for name in BLOCKS))
+    return [path]
+
+
+def decode_blocks(table: pa.Table) -> Encoded:
+    """The encoded blocks of some rows of a split, ids as int64 and dense as float32."""
+    return Encoded(*(_read_block(table, name, np.float32 if name == "dense" else np.int64) for name in BLOCKS))
+
+
+def read_split(features_dir: str | Path, split: str) -> tuple[Encoded, pd.DataFrame]:
+    """Encoded blocks + the plain columns (label, keys, timestamp, context, passthrough)."""
+    table = pa.concat_tables([pq.read_table(f) for f in split_files(features_dir, split)], promote_options="default")
+    enc = decode_blocks(table)
     meta = table.drop_columns([c for c in table.column_names if c in BLOCKS or c.split(".")[0] in BLOCKS])
     for i, field in enumerate(meta.schema):
         if pa.types.is_dictionary(field.type):  # keys and context were written dictionary-encoded
