@@ -1,7 +1,9 @@
 """The encoded split format that build-features writes and training / evaluation read.
 
     {train,valid,test}.parquet   encoded blocks as flat columns (sparse.0.., multi.0.., dense.0..,
-                                 wide.0..) + label, keys, timestamp, context and passthrough columns
+                                 wide.0..) + label, keys, timestamp, context and passthrough columns;
+                                 one file (arrow engine) or a folder of part files read in name
+                                 order (spark engine)
 
 Every feature engine writes it through `encode_chunk` / `write_split` (the same FeaturePipeline
 transform, so engines cannot disagree on encodings) and everything downstream reads it with
@@ -23,6 +25,7 @@ from recsys.errors import DataError
 from recsys.features.batch import Encoded
 from recsys.features.pipeline import FeaturePipeline
 from recsys.features.raw import RawData, as_slice
+from recsys.io import table_parts
 
 __all__ = ["SPLITS", "BLOCKS", "CHUNK_ROWS", "encode_chunk", "write_split", "read_split"]
 
@@ -102,9 +105,10 @@ def write_split(pipeline: FeaturePipeline, raw: RawData, index: np.ndarray, keep
 def read_split(features_dir: str | Path, split: str) -> tuple[Encoded, pd.DataFrame]:
     """Encoded blocks + the plain columns (label, keys, timestamp, context, passthrough)."""
     path = Path(features_dir) / f"{split}.parquet"
-    if not path.is_file():
+    parts = table_parts(path) if path.exists() else []  # one file, or a folder of parts (Spark engine)
+    if not parts:
         raise DataError(f"{path} not found (fix: run `recsys build-features` into {Path(features_dir)})")
-    table = pq.read_table(path)
+    table = pa.concat_tables([pq.read_table(p) for p in parts]) if len(parts) > 1 else pq.read_table(parts[0])
     enc = Encoded(*(_read_block(table, name, np.float32 if name == "dense" else np.int64) for name in BLOCKS))
     meta = table.drop_columns([c for c in table.column_names if c in BLOCKS or c.split(".")[0] in BLOCKS])
     for i, field in enumerate(meta.schema):
