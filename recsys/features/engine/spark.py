@@ -48,7 +48,7 @@ from recsys.io import find_table, table_parts
 from recsys.spec import FeatureSpec
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 __all__ = ["SparkSettings", "build_features", "spark_session", "batch_columns", "require_spark"]
 
@@ -59,6 +59,8 @@ DEFAULT_CONF = {
     "spark.sql.parquet.compression.codec": "zstd",
     "spark.rdd.compress": "true",  # persisted stages are compressed on disk
     "spark.ui.showConsoleProgress": "true",
+    # Let adaptive execution coalesce the partitions of persisted stages too (small data, fewer tasks).
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
 }
 
 
@@ -142,7 +144,8 @@ def session_conf(settings: SparkSettings) -> Any:
 
 
 @contextmanager
-def spark_session(settings: SparkSettings, log: Callable[[str], None] = print) -> Iterator[SparkSession]:
+def spark_session(settings: SparkSettings, log: Callable[[str], None] = print,
+                  progress: bool = True) -> Iterator[SparkSession]:
     """The active session if there is one (a test session's, spark-submit's), else a new one that
     is stopped afterwards. Logs the master and the Spark UI address."""
     require_spark()
@@ -152,7 +155,10 @@ def spark_session(settings: SparkSettings, log: Callable[[str], None] = print) -
     if active is not None:
         yield active
         return
-    spark = SparkSession.builder.config(conf=session_conf(settings)).getOrCreate()
+    conf = session_conf(settings)
+    if not progress:
+        conf.set("spark.ui.showConsoleProgress", "false")
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
     sc = spark.sparkContext
     sc.setLogLevel("WARN")
     log(f"Spark {spark.version} on {sc.master}: UI at {sc.uiWebUrl or 'disabled'}")
@@ -175,32 +181,38 @@ def _read(spark: SparkSession, raw_dir: str | Path, stem: str) -> DataFrame:
     return spark.read.csv(str(path.resolve()), header=True, inferSchema=True)
 
 
-def _timestamps(frame: DataFrame, name: str) -> DataFrame:
+def _seconds(frame: DataFrame, name: str) -> Column:
     """The embedded engine's timestamp parsing: datetimes → unix seconds (UTC), numbers and numeric
-    strings → int64 seconds; anything else is an error naming the column."""
+    strings → int64 seconds (NULL where unparsable: `_validate` refuses those)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    kind = frame.schema[name].dataType
-    if isinstance(kind, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-        return frame.withColumn(name, F.unix_timestamp(F.col(name).cast("timestamp")))
+    if isinstance(frame.schema[name].dataType, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return F.unix_timestamp(F.col(name).cast("timestamp"))
     seconds = F.col(name).cast("double")
-    bad = frame.filter(seconds.isNull() | F.isnan(seconds)).count()
-    if bad:
-        raise DataError(f"timestamp column '{name}' has {bad} missing or non-numeric values "
-                        f"(fix: use unix seconds or a datetime column)")
-    return frame.withColumn(name, seconds.cast("long"))
+    return F.when(~F.isnan(seconds), seconds).cast("long")
 
 
-def _check_labels(frame: DataFrame, label: str) -> None:
+def _validate(frame: DataFrame, spec: FeatureSpec) -> None:
+    """One pass over the impressions: rows, labels that are not 0/1, unparsable timestamps; each
+    refused with the embedded engine's message."""
     from pyspark.sql import functions as F
 
-    value = F.col(label).cast("double")
-    bad = frame.filter(value.isNull() | ~value.isin(0.0, 1.0)).select(F.col(label).cast("string").alias("v"))
-    found = [r["v"] for r in bad.distinct().limit(5).collect()]
-    if found:
-        raise DataError(f"label column '{label}' must be 0/1; found {sorted(map(str, found))} "
+    label = F.col(spec.label).cast("double")
+    bad_label = label.isNull() | ~label.isin(0.0, 1.0)
+    row = frame.agg(F.count(F.lit(1)).alias("n"), F.sum(bad_label.cast("long")).alias("labels"),
+                    F.sum(_seconds(frame, spec.timestamp).isNull().cast("long")).alias("ts")).first()
+    assert row is not None
+    if not row["n"]:
+        raise DataError(f"impressions table '{spec.tables['impressions']}' has no rows")
+    if row["labels"]:
+        found = [r["v"] for r in frame.filter(bad_label).select(F.col(spec.label).cast("string").alias("v"))
+                 .distinct().limit(5).collect()]
+        raise DataError(f"label column '{spec.label}' must be 0/1; found {sorted(map(str, found))} "
                         f"(fix: binarize it, e.g. rating >= 4)")
+    if row["ts"]:
+        raise DataError(f"timestamp column '{spec.timestamp}' has {row['ts']} missing or non-numeric values "
+                        f"(fix: use unix seconds or a datetime column)")
 
 
 def _latest(frame: DataFrame, key: str) -> DataFrame:
@@ -258,11 +270,10 @@ def load_joined(spark: SparkSession, spec: FeatureSpec, raw_dir: str | Path) -> 
         check_columns(spec, spec.tables[table], frame.columns, cols)  # type: ignore[index]
         frames[table] = _with_input_order(frame).select(*cols, *ORDER)
     imp, users, items = frames["impressions"], frames["users"], frames["items"]
-    if imp.isEmpty():
-        raise DataError(f"impressions table '{spec.tables['impressions']}' has no rows")
-    _check_labels(imp, spec.label)
+    _validate(imp, spec)
     fingerprint = _fingerprint([t.drop(*ORDER) for t in (imp, users, items)])
-    imp = _timestamps(imp, spec.timestamp).withColumn(spec.label, F.col(spec.label).cast("double").cast("byte"))
+    imp = imp.withColumn(spec.timestamp, _seconds(imp, spec.timestamp)) \
+        .withColumn(spec.label, F.col(spec.label).cast("double").cast("byte"))
     imp = _canonical_key(_canonical_key(imp, spec.user_key), spec.item_key)
     users, items = _canonical_key(users, spec.user_key), _canonical_key(items, spec.item_key)
     # Impression columns win over joined ones of the same name, users' over items' (as in load_raw).
@@ -379,28 +390,45 @@ def _encoded_schema(rows: DataFrame, keep: list[str], pipeline: FeaturePipeline)
 # ---------------------------------------------------------------- the engine
 def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path, log: Callable[[str], None] = print,
                    progress: bool = True, settings: SparkSettings | None = None) -> dict[str, Any]:
-    """`recsys.features.engine.FeatureEngine` on Spark: the same output folder as the arrow engine."""
+    """`recsys.features.engine.FeatureEngine` on Spark: the same output folder as the arrow engine,
+    built in a temp folder beside `out_dir` (intermediate stages under its `_work/`) and swapped in."""
     t0 = time.perf_counter()
-    with spark_session(settings or SparkSettings(), log) as spark:
-        if not progress:
-            spark.sparkContext.setLocalProperty("spark.ui.showConsoleProgress", "false")
-        imp, ctx, fingerprint = load_joined(spark, spec, raw_dir)
-        imp = _statistics(spec, imp)
-        ordered, n = _ordered(imp, spec)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with spark_session(settings or SparkSettings(), log, progress) as spark:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        ordered = None
         try:
+            imp, ctx, fingerprint = load_joined(spark, spec, raw_dir)
+            # Each stage is written once and read back: the statistics' self-joins and the sort's
+            # sampling pass then re-read parquet instead of recomputing the joins.
+            imp = _stage(_statistics(spec, _stage(imp, tmp / "_work" / "joined")), tmp / "_work" / "statistics")
+            ordered, n = _ordered(imp, spec)
             log(f"read {n:,} impressions, point-in-time statistics {list(spec.statistics)} "
                 f"({time.perf_counter() - t0:.1f}s)")
             rows = _split(spark, spec, ordered, n)
-            manifest = _summary(spec, rows)
-            state = fit_state(spec, rows.filter("_split = 0"), manifest["rows"]["train"], manifest["_positives"])
+            summary = _summary(spec, rows)
+            state = fit_state(spec, rows.filter("_split = 0"), summary["rows"]["train"], summary["positives"])
             pipeline = FeaturePipeline.from_dict(spec, state)
-            state = pipeline.to_dict()
-            log(f"fitted transforms on {manifest['rows']['train']:,} train rows ({time.perf_counter() - t0:.1f}s)")
-            manifest = _write(spec, rows, pipeline, state, ctx, Path(out_dir), manifest, fingerprint, t0)
+            log(f"fitted transforms on {summary['rows']['train']:,} train rows ({time.perf_counter() - t0:.1f}s)")
+            manifest = _write(spec, rows, pipeline, ctx, tmp, summary, fingerprint, t0)
+            shutil.rmtree(tmp / "_work")
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         finally:
-            ordered.unpersist()
+            if ordered is not None:
+                ordered.unpersist()
     log(f"wrote {out_dir} ({manifest['seconds']}s)")
     return manifest
+
+
+def _stage(frame: DataFrame, path: Path) -> DataFrame:
+    frame.write.parquet(str(path.resolve()))
+    return frame.sparkSession.read.parquet(str(path.resolve()))
 
 
 def _summary(spec: FeatureSpec, rows: DataFrame) -> dict[str, Any]:
@@ -413,43 +441,36 @@ def _summary(spec: FeatureSpec, rows: DataFrame) -> dict[str, Any]:
         "rows": {s: int(stats[i]["n"]) for i, s in enumerate(SPLITS)},
         "positive_rate": {s: int(stats[i]["pos"]) / int(stats[i]["n"]) for i, s in enumerate(SPLITS)},
         "time_range": {s: [int(stats[i]["lo"]), int(stats[i]["hi"])] for i, s in enumerate(SPLITS)},
-        "_positives": int(stats[0]["pos"]),
+        "positives": int(stats[0]["pos"]),
     }
 
 
-def _write(spec: FeatureSpec, rows: DataFrame, pipeline: FeaturePipeline, state: Mapping[str, Any], ctx: list[str],
-           out_dir: Path, summary: dict[str, Any], fingerprint: str, t0: float) -> dict[str, Any]:
-    """Encode every split into a temp folder beside `out_dir`, then swap it into place."""
+def _write(spec: FeatureSpec, rows: DataFrame, pipeline: FeaturePipeline, ctx: list[str], tmp: Path,
+           summary: dict[str, Any], fingerprint: str, t0: float) -> dict[str, Any]:
+    """Encode every split into `tmp` (one folder of parquet parts each, in row order), then the
+    transforms, spec and manifest."""
     from pyspark.sql import functions as F
 
     keep = list(dict.fromkeys([spec.label, spec.user_key, spec.item_key, spec.timestamp, *ctx, *spec.passthrough]))
     need = list(dict.fromkeys([*keep, *(c for c in pipeline.required_columns() if c in rows.columns)]))
-    schema = _encoded_schema(rows, keep, pipeline)
+    state = pipeline.to_dict()
     encode = _encoder(spec.to_yaml(), json.dumps(state), keep)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        for i, name in enumerate(SPLITS):
-            part = rows.filter(F.col("_split") == i).select(*need)
-            part.mapInArrow(encode, schema).write.mode("overwrite").parquet(str((tmp / f"{name}.parquet").resolve()))
-        (tmp / "transforms.json").write_text(json.dumps(state, sort_keys=True))
-        (tmp / "spec.yaml").write_text(spec.to_yaml())
-        manifest = {
-            "rows": summary["rows"],
-            "positive_rate": summary["positive_rate"],
-            "time_range": summary["time_range"],
-            "split": spec.split.model_dump(),
-            "data_fingerprint": fingerprint,
-            "feature_version": state["spec_hash"],
-            "layout": pipeline.layout.to_dict(),
-            "engine": "spark",
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    schema = _encoded_schema(rows, keep, pipeline)
+    for i, name in enumerate(SPLITS):
+        part = rows.filter(F.col("_split") == i).select(*need)
+        part.mapInArrow(encode, schema).write.parquet(str((tmp / f"{name}.parquet").resolve()))
+    (tmp / "transforms.json").write_text(json.dumps(state, sort_keys=True))
+    (tmp / "spec.yaml").write_text(spec.to_yaml())
+    manifest = {
+        "rows": summary["rows"],
+        "positive_rate": summary["positive_rate"],
+        "time_range": summary["time_range"],
+        "split": spec.split.model_dump(),
+        "data_fingerprint": fingerprint,
+        "feature_version": state["spec_hash"],
+        "layout": pipeline.layout.to_dict(),
+        "engine": "spark",
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
