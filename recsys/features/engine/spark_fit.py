@@ -28,7 +28,7 @@ from recsys.features.transforms import MultiHotVocabulary, NumericTransform, Voc
 from recsys.spec import CategoricalFeature, FeatureSpec, MultiHotFeature
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 __all__ = ["linear_quantiles", "quantile_ranks", "fit_state"]
 
@@ -92,6 +92,14 @@ def _java_quote(separator: str) -> str:
     return "".join(f"\\{ch}" if re.match(r"[^A-Za-z0-9]", ch) else ch for ch in separator)
 
 
+def _tagged(name: str) -> Callable[[Column], Column]:
+    """token → (feature, token). A one-argument function: Spark's `transform` passes the element's
+    index as a second argument to a two-argument one (so no `lambda tok, name=name`)."""
+    from pyspark.sql import functions as F
+
+    return lambda token: F.struct(F.lit(name).alias("f"), token.alias("v"))
+
+
 def _fit_vocabularies(spec: FeatureSpec, train: DataFrame, state: dict[str, Any]) -> None:
     from pyspark.sql import functions as F
 
@@ -102,8 +110,7 @@ def _fit_vocabularies(spec: FeatureSpec, train: DataFrame, state: dict[str, Any]
     cols = list(dict.fromkeys((f.column or n) for n, f in {**cats, **multi}.items()))
     frame = canonical(train.select(*cols), cols, "_c_")
     entries = [F.array(F.struct(F.lit(n).alias("f"), F.col(f"_c_{f.column or n}").alias("v"))) for n, f in cats.items()]
-    entries += [F.transform(F.split(F.col(f"_c_{f.column or n}"), _java_quote(f.separator), -1),
-                            lambda tok, n=n: F.struct(F.lit(n).alias("f"), tok.alias("v")))  # type: ignore[misc]
+    entries += [F.transform(F.split(F.col(f"_c_{f.column or n}"), _java_quote(f.separator), -1), _tagged(n))
                 for n, f in multi.items()]
     min_count = F.create_map(*[x for n, f in {**cats, **multi}.items() for x in (F.lit(n), F.lit(f.min_count))])
     counts = (frame.select(F.explode(F.flatten(F.array(*entries))).alias("e"))

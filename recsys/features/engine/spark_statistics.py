@@ -71,9 +71,10 @@ def add_statistics(spec: FeatureSpec, frame: DataFrame, key_columns: dict[str, s
     groups: dict[tuple[str, ...], list[str]] = {}
     for name in spec.statistics:
         groups.setdefault(tuple(key_columns[c] for c in spec.statistic_key_columns(name)), []).append(name)
+    base, counters = frame, []
     for keys, names in groups.items():
         k = list(keys)
-        events = frame.select(*k, ts, label)
+        events = base.select(*k, ts, label)  # from the base frame: plans stay linear in the statistics
         windows = sorted({(s.window_s, s.bucket_s) for s in map(spec.statistics.get, names)
                           if s is not None and s.window_s is not None and s.bucket_s is not None})
         points = events.select(*k, F.col(ts).alias("_t"), F.lit(1).cast("long").alias("_n"),
@@ -96,5 +97,7 @@ def add_statistics(spec: FeatureSpec, frame: DataFrame, key_columns: dict[str, s
                 i = windows.index((stat.window_s, stat.bucket_s))  # type: ignore[arg-type]
                 count, pos = count - F.col(f"_n{i}"), pos - F.col(f"_p{i}")
             out += [count.alias(count_column(name)), pos.alias(pos_column(name))]
-        frame = frame.join(at.select(*k, ts, *out), [*k, ts], "left")
+        counters.append((k, at.select(*k, ts, *out)))
+    for k, at in counters:
+        frame = frame.join(at, [*k, ts], "left")
     return frame
