@@ -83,12 +83,14 @@ def add_statistics(spec: FeatureSpec, frame: DataFrame, key_columns: dict[str, s
             points = points.unionByName(events.select(*k, _window_start(ts, w, b).alias("_t"),  # type: ignore[arg-type]
                                                       F.lit(0).cast("long").alias("_n"), F.lit(0).cast("long").alias("_p")))
         prefix = prefix_before(points, k, "_t", ["_n", "_p"], block)
-        at = events.select(*k, ts).distinct().join(
-            prefix.select(*k, F.col("_t").alias(ts), F.col("_n").alias("_nT"), F.col("_p").alias("_pT")), [*k, ts])
-        for i, (w, b) in enumerate(windows):
-            at = at.withColumn(f"_ws{i}", _window_start(ts, w, b)).join(  # type: ignore[arg-type]
-                prefix.select(*k, F.col("_t").alias(f"_ws{i}"), F.col("_n").alias(f"_n{i}"), F.col("_p").alias(f"_p{i}")),
-                [*k, f"_ws{i}"])
+        # Every lookup of a (key, T) — at T itself (-1) and at each window start (i) — in one join.
+        lookups = events.select(*k, ts).distinct().select(*k, ts, F.explode(F.array(
+            F.struct(F.lit(-1).alias("w"), F.col(ts).alias("_t")),
+            *[F.struct(F.lit(i).alias("w"), _window_start(ts, w, b).alias("_t"))  # type: ignore[arg-type]
+              for i, (w, b) in enumerate(windows)])).alias("_l")).select(*k, ts, "_l.w", "_l._t")
+        at = lookups.join(prefix, [*k, "_t"]).groupBy(*k, ts).agg(*[
+            F.sum(F.when(F.col("w") == i, F.col(c))).alias(f"{c}{i if i >= 0 else 'T'}")
+            for i in range(-1, len(windows)) for c in ("_n", "_p")])
         out = []
         for name in names:
             stat = spec.statistics[name]
