@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -72,7 +72,7 @@ def build_features(
     engine: Annotated[str, typer.Option(help="arrow (in this process) | spark (pip install '.[spark]', Java 17+)")]
     = "arrow",
     master: Annotated[Optional[str], typer.Option(
-        help="spark: local[N], spark://host:7077, yarn, k8s://… (default: spark-submit's or SPARK_MASTER, else local[*])")]
+        help="spark: local[N], spark://host:7077, yarn, k8s://… (default: spark-submit's, SPARK_MASTER, local[*])")]
     = None,
     conf: Annotated[Optional[list[str]], typer.Option(help="spark: a Spark setting key=value (repeatable)")] = None,
     spark_config: Annotated[Optional[Path], typer.Option(help="spark: a spark-defaults.conf style file")] = None,
@@ -90,7 +90,7 @@ def build_features(
     run(s, raw, out, progress=not quiet, engine=engine, **_engine_options(engine, master, conf, spark_config))
 
 
-def _engine_options(engine: str, master: str | None, conf: list[str] | None, config: Path | None) -> dict[str, object]:
+def _engine_options(engine: str, master: str | None, conf: list[str] | None, config: Path | None) -> dict[str, Any]:
     if engine != "spark":
         if master or conf or config:
             raise RecsysError("--master, --conf and --spark-config need --engine spark")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -51,7 +52,8 @@ def read_table(folder: str | Path, stem: str, columns: list[str] | None = None) 
     try:
         if parts[0].name.endswith(".parquet"):
             _check_columns(path, pq.read_schema(parts[0]).names, columns)
-            return pd.read_parquet(parts[0] if path.is_file() else [str(p) for p in parts], columns=columns)
+            files: Any = parts[0] if path.is_file() else [str(p) for p in parts]  # pandas reads a list of parts
+            return pd.read_parquet(files, columns=columns)
         frames = [pd.read_csv(p, usecols=columns, low_memory=False) for p in parts]
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None

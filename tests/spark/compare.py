@@ -63,4 +63,4 @@ def assert_same_splits(a: Path, b: Path) -> None:
                 assert ok.all(), f"{split}.{c}: {int((~ok).sum())} rows differ, e.g. {u[~ok][:3]} vs {v[~ok][:3]}"
             else:
                 same = u == v
-                assert bool(np.all(same)), f"{split}.{c}: {int((~same).sum())} rows differ, e.g. {u[~same][:3]} vs {v[~same][:3]}"
+                assert bool(np.all(same)), f"{split}.{c}: {int((~same).sum())} differ: {u[~same][:3]} vs {v[~same][:3]}"

@@ -31,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -250,7 +250,8 @@ def _fingerprint(tables: list[DataFrame]) -> str:
 
     h = hashlib.sha256()
     for t in tables:
-        row = t.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64(*t.columns).cast("decimal(38,0)")).alias("h")).first()
+        row = t.agg(F.count(F.lit(1)).alias("n"),
+                    F.sum(F.xxhash64(*t.columns).cast("decimal(38,0)")).alias("h")).first()
         assert row is not None
         h.update(f"{row['n']}:{row['h']}".encode())
     return h.hexdigest()[:16]

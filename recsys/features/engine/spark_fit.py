@@ -57,7 +57,7 @@ def linear_quantiles(n: int, buckets: int, value_at: Callable[[np.ndarray], np.n
     diff = b - a
     out = np.add(a, diff * gamma)
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
-    return out
+    return np.asarray(out, dtype=np.float64)
 
 
 def canonical(frame: DataFrame, columns: list[str], prefix: str) -> DataFrame:
@@ -107,12 +107,13 @@ def _fit_vocabularies(spec: FeatureSpec, train: DataFrame, state: dict[str, Any]
     multi = {n: f for n, f in spec.features.items() if isinstance(f, MultiHotFeature)}
     if not cats and not multi:
         return
-    cols = list(dict.fromkeys((f.column or n) for n, f in {**cats, **multi}.items()))
+    both: dict[str, CategoricalFeature | MultiHotFeature] = {**cats, **multi}
+    cols = list(dict.fromkeys((f.column or n) for n, f in both.items()))
     frame = canonical(train.select(*cols), cols, "_c_")
     entries = [F.array(F.struct(F.lit(n).alias("f"), F.col(f"_c_{f.column or n}").alias("v"))) for n, f in cats.items()]
     entries += [F.transform(F.split(F.col(f"_c_{f.column or n}"), _java_quote(f.separator), -1), _tagged(n))
                 for n, f in multi.items()]
-    min_count = F.create_map(*[x for n, f in {**cats, **multi}.items() for x in (F.lit(n), F.lit(f.min_count))])
+    min_count = F.create_map(*[x for n, f in both.items() for x in (F.lit(n), F.lit(f.min_count))])
     counts = (frame.select(F.explode(F.flatten(F.array(*entries))).alias("e"))
               .groupBy(F.col("e.f").alias("f"), F.col("e.v").alias("v")).count()
               .filter((F.col("v") != "") & (F.col("count") >= min_count[F.col("f")])))
@@ -122,7 +123,8 @@ def _fit_vocabularies(spec: FeatureSpec, train: DataFrame, state: dict[str, Any]
     numbers = table.column("count").to_numpy().astype(np.int64)
     for n, f in cats.items():
         mask = names == n
-        state["vocabularies"][n] = Vocabulary(f.min_count, f.max_vocab).fit_counts(values[mask], numbers[mask]).to_dict()
+        vocab = Vocabulary(f.min_count, f.max_vocab).fit_counts(values[mask], numbers[mask])
+        state["vocabularies"][n] = vocab.to_dict()
     for n, m in multi.items():
         mask = names == n
         mh = MultiHotVocabulary(m.separator, m.max_len, m.min_count)
@@ -242,10 +244,13 @@ def _fit_numeric(spec: FeatureSpec, train: DataFrame, n: int, prior: float, stat
         std = float(moments[f"s{i}"])
         t.std = std if std > 1e-12 else 1.0
         if t.buckets:
-            at = picked[i]
-            qs = linear_quantiles(n, t.buckets, lambda ranks, at=at: np.array([at[int(r)] for r in ranks]))
+            qs = linear_quantiles(n, t.buckets, _lookup(picked[i]))
             t.boundaries = [float(b) for b in np.unique(qs)]
         state["numeric"][key] = t.to_dict()
+
+
+def _lookup(values: dict[int, float]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda ranks: np.array([values[int(r)] for r in ranks], dtype=np.float64)
 
 
 def _prepared_fill(t: NumericTransform) -> float:

@@ -25,7 +25,7 @@ from recsys.features.pipeline import count_column, pos_column
 from recsys.spec import FeatureSpec
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 __all__ = ["prefix_before", "block_seconds", "add_statistics"]
 
@@ -54,7 +54,7 @@ def prefix_before(points: DataFrame, keys: list[str], t: str, weights: list[str]
         *keys, t, *[(F.col(f"_in_{w}") + F.col(f"_pre_{w}")).alias(w) for w in weights])
 
 
-def _window_start(ts: str, window_s: int, bucket_s: int) -> object:
+def _window_start(ts: str, window_s: int, bucket_s: int) -> Column:
     """`statistics.window_start` as a Spark column (pmod = Python's %, also before 1970)."""
     from pyspark.sql import functions as F
 
@@ -80,14 +80,16 @@ def add_statistics(spec: FeatureSpec, frame: DataFrame, key_columns: dict[str, s
         points = events.select(*k, F.col(ts).alias("_t"), F.lit(1).cast("long").alias("_n"),
                                F.col(label).cast("long").alias("_p"))
         for w, b in windows:  # the window starts, as zero-weight points
-            points = points.unionByName(events.select(*k, _window_start(ts, w, b).alias("_t"),  # type: ignore[arg-type]
-                                                      F.lit(0).cast("long").alias("_n"), F.lit(0).cast("long").alias("_p")))
+            zero = F.lit(0).cast("long")
+            points = points.unionByName(events.select(*k, _window_start(ts, w, b).alias("_t"), zero.alias("_n"),
+                                                      zero.alias("_p")))
         prefix = prefix_before(points, k, "_t", ["_n", "_p"], block)
         # Every lookup of a (key, T) — at T itself (-1) and at each window start (i) — in one join.
-        lookups = events.select(*k, ts).distinct().select(*k, ts, F.explode(F.array(
-            F.struct(F.lit(-1).alias("w"), F.col(ts).alias("_t")),
-            *[F.struct(F.lit(i).alias("w"), _window_start(ts, w, b).alias("_t"))  # type: ignore[arg-type]
-              for i, (w, b) in enumerate(windows)])).alias("_l")).select(*k, ts, "_l.w", "_l._t")
+        at_points = [F.struct(F.lit(-1).alias("w"), F.col(ts).alias("_t")),
+                     *[F.struct(F.lit(i).alias("w"), _window_start(ts, w, b).alias("_t"))
+                       for i, (w, b) in enumerate(windows)]]
+        lookups = events.select(*k, ts).distinct().select(*k, ts, F.explode(F.array(*at_points)).alias("_l")) \
+            .select(*k, ts, "_l.w", "_l._t")
         at = lookups.join(prefix, [*k, "_t"]).groupBy(*k, ts).agg(*[
             F.sum(F.when(F.col("w") == i, F.col(c))).alias(f"{c}{i if i >= 0 else 'T'}")
             for i in range(-1, len(windows)) for c in ("_n", "_p")])
