@@ -220,8 +220,10 @@ def _latest(frame: DataFrame, key: str) -> DataFrame:
     the embedded engine keeps the last duplicate."""
     from pyspark.sql import functions as F
 
-    cols = [c for c in frame.columns if c != key and not c.startswith("_o")]
-    order = F.struct("_o_file", "_o_block", "_o_row")
+    cols = [c for c in frame.columns if c != key and c not in ORDER]
+    if not cols:  # the spec reads no attribute of this table
+        return frame.select(key).distinct()
+    order = F.struct(*ORDER)
     return frame.groupBy(key).agg(F.max_by(F.struct(*cols), order).alias("_v")).select(key, "_v.*")
 
 
