@@ -17,7 +17,6 @@ builds (one transform code path).
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -88,8 +87,9 @@ def canonical(frame: DataFrame, columns: list[str], prefix: str) -> DataFrame:
 
 
 def _java_quote(separator: str) -> str:
-    """A literal separator as a Java regex (Spark's split), as pyarrow's split_pattern reads it."""
-    return "".join(f"\\{ch}" if re.match(r"[^A-Za-z0-9]", ch) else ch for ch in separator)
+    """A literal separator as a Java regex (Spark's split), as pyarrow's split_pattern reads it:
+    java.util.regex.Pattern.quote's \\Q…\\E, with any \\E inside split out."""
+    return "\\Q" + separator.replace("\\E", "\\E\\\\E\\Q") + "\\E"
 
 
 def _tagged(name: str) -> Callable[[Column], Column]:
