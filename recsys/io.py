@@ -35,8 +35,8 @@ def table_parts(path: Path) -> list[Path]:
     skipped, as Spark and pyarrow skip them): one order for every engine, so row order is defined."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".parquet", ".csv", ".csv.gz"))
-                  and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    return sorted((p for p in path.rglob("*") if p.is_file() and p.name.endswith((".parquet", ".csv", ".csv.gz"))
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)), key=str)
 
 
 def table_columns(folder: str | Path, stem: str) -> list[str]:
