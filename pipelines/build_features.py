@@ -20,5 +20,5 @@ __all__ = ["build_features"]
 
 
 def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path, log: Callable[[str], None] = print,
-                   progress: bool = True, engine: str = "arrow") -> dict[str, Any]:
-    return get_engine(engine)(spec, raw_dir, out_dir, log=log, progress=progress)
+                   progress: bool = True, engine: str = "arrow", **engine_options: Any) -> dict[str, Any]:
+    return get_engine(engine, **engine_options)(spec, raw_dir, out_dir, log=log, progress=progress)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -69,6 +69,13 @@ def build_features(
     raw: Annotated[Path, typer.Option(help="folder with impressions, users, items tables")],
     out: Annotated[Path, typer.Option(help="folder for encoded splits + transforms.json")],
     split: Annotated[Optional[str], typer.Option(help="override the spec's split: time | random")] = None,
+    engine: Annotated[str, typer.Option(help="arrow (in this process) | spark (pip install '.[spark]', Java 17+)")]
+    = "arrow",
+    master: Annotated[Optional[str], typer.Option(
+        help="spark: local[N], spark://host:7077, yarn, k8s://… (default: spark-submit's, SPARK_MASTER, local[*])")]
+    = None,
+    conf: Annotated[Optional[list[str]], typer.Option(help="spark: a Spark setting key=value (repeatable)")] = None,
+    spark_config: Annotated[Optional[Path], typer.Option(help="spark: a spark-defaults.conf style file")] = None,
     quiet: bool = False,
 ) -> None:
     """Point-in-time statistics, split, fit transforms on train, write encoded splits."""
@@ -80,7 +87,17 @@ def build_features(
         if split not in ("time", "random"):
             raise RecsysError(f"--split must be 'time' or 'random', got '{split}'")
         s = s.model_copy(update={"split": s.split.model_copy(update={"method": split})})
-    run(s, raw, out, progress=not quiet)
+    run(s, raw, out, progress=not quiet, engine=engine, **_engine_options(engine, master, conf, spark_config))
+
+
+def _engine_options(engine: str, master: str | None, conf: list[str] | None, config: Path | None) -> dict[str, Any]:
+    if engine != "spark":
+        if master or conf or config:
+            raise RecsysError("--master, --conf and --spark-config need --engine spark")
+        return {}
+    from recsys.features.engine.spark import SparkSettings, parse_conf
+
+    return {"settings": SparkSettings(master=master, conf=parse_conf(conf or []), config_file=config)}
 
 
 @app.command()

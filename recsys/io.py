@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -12,39 +13,51 @@ import pyarrow.parquet as pq
 
 from recsys.errors import DataError
 
-__all__ = ["find_table", "table_columns", "read_table", "write_table", "write_arrow"]
+__all__ = ["find_table", "table_parts", "table_columns", "read_table", "write_table", "write_arrow"]
 
 
 def find_table(folder: str | Path, stem: str) -> Path:
+    """The file, or the folder of part files (as Spark and other engines write them), of a table:
+    `stem.parquet`, `stem.csv`, `stem.csv.gz`, or a folder `stem/`, `stem.parquet/` or `stem.csv/`."""
     folder = Path(folder)
-    for ext in (".parquet", ".csv", ".csv.gz"):
+    for ext in (".parquet", ".csv", ".csv.gz", ""):
         path = folder / f"{stem}{ext}"
-        if path.is_file():
+        if path.is_file() or (path.is_dir() and table_parts(path)):
             return path
     raise DataError(
-        f"table '{stem}' not found in {folder} (fix: add {stem}.parquet or {stem}.csv, "
-        f"or point `tables.{stem}` in the spec at the right file name)"
+        f"table '{stem}' not found in {folder} (fix: add {stem}.parquet or {stem}.csv, a file or a folder of "
+        f"part files, or point `tables.{stem}` in the spec at the right name)"
     )
 
 
+def table_parts(path: Path) -> list[Path]:
+    """A table's data files in name order (a folder's part files; hidden and `_SUCCESS`-like files
+    skipped, as Spark and pyarrow skip them): one order for every engine, so row order is defined."""
+    if path.is_file():
+        return [path]
+    return sorted((p for p in path.rglob("*") if p.is_file() and p.name.endswith((".parquet", ".csv", ".csv.gz"))
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)), key=str)
+
+
 def table_columns(folder: str | Path, stem: str) -> list[str]:
-    path = find_table(folder, stem)
-    if path.suffix == ".parquet":
-        return list(pq.read_schema(path).names)
-    return list(pd.read_csv(path, nrows=0).columns)
+    first = table_parts(find_table(folder, stem))[0]
+    if first.name.endswith(".parquet"):
+        return list(pq.read_schema(first).names)
+    return list(pd.read_csv(first, nrows=0).columns)
 
 
 def read_table(folder: str | Path, stem: str, columns: list[str] | None = None) -> pd.DataFrame:
     path = find_table(folder, stem)
+    parts = table_parts(path)
     try:
-        if path.suffix == ".parquet":
-            have = pq.read_schema(path).names
-            _check_columns(path, have, columns)
-            return pd.read_parquet(path, columns=columns)
-        frame = pd.read_csv(path, usecols=columns, low_memory=False)
+        if parts[0].name.endswith(".parquet"):
+            _check_columns(path, pq.read_schema(parts[0]).names, columns)
+            files: Any = parts[0] if path.is_file() else [str(p) for p in parts]  # pandas reads a list of parts
+            return pd.read_parquet(files, columns=columns)
+        frames = [pd.read_csv(p, usecols=columns, low_memory=False) for p in parts]
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None
-    return frame
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _check_columns(path: Path, have: list[str], wanted: list[str] | None) -> None:

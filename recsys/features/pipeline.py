@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -136,17 +136,25 @@ class FeaturePipeline:
                 self._multi[name] = MultiHotVocabulary(feat.separator, feat.max_len, feat.min_count).fit(
                     self._col(columns, feat.column or name)
                 )
-            elif isinstance(feat, NumericFeature):
-                self._numeric[name] = self._numeric_of(feat).fit(self._col(columns, feat.column or name))
-            elif isinstance(feat, TimeFeature) and feat.part == "age":
-                self._numeric[name] = self._numeric_of(feat).fit(self._age_days(columns, feat))
-            elif isinstance(feat, StatisticFeature):
-                count, rate = self._stat_values(columns, name, feat)
-                self._numeric[f"{name}.count"] = self._numeric_of(feat).fit(count)
-                self._numeric[f"{name}.rate"] = NumericTransform(False, feat.standardize, feat.buckets, None).fit(rate)
+        for key, transform, values in self.numeric_inputs(columns):
+            self._numeric[key] = transform.fit(values)
         self.fitted = True
         self._layout = self._build_layout()
         return self
+
+    def numeric_inputs(self, columns: Mapping[str, np.ndarray]) -> Iterator[tuple[str, NumericTransform, np.ndarray]]:
+        """(state key, unfitted transform, raw values) of every numeric transform, in spec order: what
+        `fit` fits here, and what an engine that fits with its own aggregates (Spark) computes per
+        batch. Needs `prior` (the statistics' rates use it)."""
+        for name, feat in self.spec.features.items():
+            if isinstance(feat, NumericFeature):
+                yield name, self._numeric_of(feat), self._col(columns, feat.column or name)
+            elif isinstance(feat, TimeFeature) and feat.part == "age":
+                yield name, self._numeric_of(feat), self._age_days(columns, feat)
+            elif isinstance(feat, StatisticFeature):
+                count, rate = self._stat_values(columns, name, feat)
+                yield f"{name}.count", self._numeric_of(feat), count
+                yield f"{name}.rate", NumericTransform(False, feat.standardize, feat.buckets, None), rate
 
     @staticmethod
     def _numeric_of(feat: NumericFeature | TimeFeature | StatisticFeature) -> NumericTransform:

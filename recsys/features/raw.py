@@ -23,7 +23,7 @@ from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table, table_columns
 from recsys.spec import FeatureSpec
 
-__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw"]
+__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw", "check_columns"]
 
 
 @dataclass
@@ -167,7 +167,12 @@ def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
 
 
 def _read(raw_dir: str | Path, stem: str, columns: list[str], spec: FeatureSpec) -> pd.DataFrame:
-    have = table_columns(raw_dir, stem)
+    check_columns(spec, stem, table_columns(raw_dir, stem), columns)
+    return read_table(raw_dir, stem, columns)
+
+
+def check_columns(spec: FeatureSpec, stem: str, have: list[str], columns: list[str]) -> None:
+    """Every engine's check that table `stem` has the columns the spec reads."""
     missing = [c for c in columns if c not in have]
     for col in missing:
         # Name the feature that wants the column: that is what the user has to fix.
@@ -176,4 +181,3 @@ def _read(raw_dir: str | Path, stem: str, columns: list[str], spec: FeatureSpec)
                 raise SpecError(f"feature '{name}' reads column '{col}', which table '{stem}' lacks "
                                 f"(it has {have}; fix: add the column or set the feature's `column:`)")
         raise DataError(f"table '{stem}' lacks column '{col}' required by the spec (it has {have})")
-    return read_table(raw_dir, stem, columns)

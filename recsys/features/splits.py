@@ -2,7 +2,8 @@
 
     {train,valid,test}.parquet   encoded blocks as flat columns (sparse.0.., multi.0.., dense.0..,
                                  wide.0..) + label, keys, timestamp, context and passthrough columns;
-                                 one file, or a folder of parquet part files (a Spark-style writer)
+                                 one file (arrow engine) or a folder of part files read in name
+                                 order (spark engine)
 
 Every feature engine writes it through `encode_chunk` / `write_split` (the same FeaturePipeline
 transform, so engines cannot disagree on encodings) and everything downstream reads it with
@@ -24,6 +25,7 @@ from recsys.errors import DataError
 from recsys.features.batch import Encoded
 from recsys.features.pipeline import FeaturePipeline
 from recsys.features.raw import RawData, as_slice
+from recsys.io import table_parts
 
 __all__ = ["SPLITS", "BLOCKS", "CHUNK_ROWS", "encode_chunk", "write_split", "split_files", "decode_blocks",
            "read_split"]
@@ -103,16 +105,14 @@ def write_split(pipeline: FeaturePipeline, raw: RawData, index: np.ndarray, keep
 
 def split_files(features_dir: str | Path, split: str) -> list[Path]:
     """The parquet files of a split: `{split}.parquet` itself, or the part files inside a folder of
-    that name, in name order (hidden and `_`-prefixed files such as `_SUCCESS` are not data)."""
+    that name in `recsys.io.table_parts` order (hidden and `_`-prefixed files such as `_SUCCESS` are
+    not data)."""
     path = Path(features_dir) / f"{split}.parquet"
-    if path.is_dir():
-        parts = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
-        if not parts:
-            raise DataError(f"{path} is a folder without parquet part files (fix: rerun `recsys build-features`)")
-        return parts
-    if not path.is_file():
-        raise DataError(f"{path} not found (fix: run `recsys build-features` into {Path(features_dir)})")
-    return [path]
+    parts = [p for p in table_parts(path) if p.name.endswith(".parquet")] if path.exists() else []
+    if not parts:
+        raise DataError(f"{path} not found or holds no parquet part files (fix: run `recsys build-features` "
+                        f"into {Path(features_dir)})")
+    return parts
 
 
 def decode_blocks(table: pa.Table) -> Encoded:

@@ -2,11 +2,13 @@
 
 An engine turns raw tables into the encoded splits (`recsys.features.splits`), `transforms.json`,
 `spec.yaml` and `manifest.json` of one output folder. `arrow` (pandas / pyarrow in this process) is
-the embedded default; every engine must produce the same folder for the same inputs.
+the embedded default, `spark` runs the same semantics on Apache Spark (an optional extra); every
+engine must produce the same folder for the same inputs (tests/spark proves it for these two).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -23,12 +25,19 @@ class FeatureEngine(Protocol):
         ...
 
 
-ENGINES = ("arrow",)
+ENGINES = ("arrow", "spark")
 
 
-def get_engine(name: str) -> FeatureEngine:
-    if name == "arrow":
+def get_engine(name: str, **options: Any) -> FeatureEngine:
+    """The engine called `name`, with its own options bound (spark: `settings=SparkSettings(...)`)."""
+    if name == "arrow" and not options:
         from recsys.features.engine.arrow import build_features
 
         return build_features
+    if name == "spark":
+        from recsys.features.engine.spark import build_features as spark_build
+
+        return functools.partial(spark_build, **options)
+    if name == "arrow":
+        raise RecsysError(f"the arrow engine takes no options (got {sorted(options)})")
     raise RecsysError(f"unknown feature engine '{name}' (choose one of {', '.join(ENGINES)})")

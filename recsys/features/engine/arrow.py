@@ -27,7 +27,7 @@ from recsys.features.splits import write_split
 from recsys.features.statistics import key_codes, point_in_time_counts
 from recsys.spec import FeatureSpec
 
-__all__ = ["add_statistics", "split_indices", "build_features"]
+__all__ = ["add_statistics", "split_sizes", "split_positions", "split_indices", "build_features"]
 
 
 def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
@@ -42,19 +42,30 @@ def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
         f[count_column(name)], f[pos_column(name)] = count.astype(dtype), pos.astype(dtype)
 
 
-def split_indices(spec: FeatureSpec, raw: RawData) -> dict[str, np.ndarray]:
-    """Time split (rows are already sorted by time) or a seeded random split."""
-    n = len(raw.frame)
+def split_sizes(spec: FeatureSpec, n: int) -> tuple[int, int, int]:
+    """(train, valid, test) row counts of n impressions under the spec's split fractions."""
     n_test = int(round(n * spec.split.test_fraction))
     n_valid = int(round(n * spec.split.valid_fraction))
-    order = np.arange(n)
-    if spec.split.method == "random":
-        order = np.random.default_rng(spec.split.seed).permutation(n)
     n_train = n - n_valid - n_test
     if min(n_train, n_valid, n_test) <= 0:
         raise DataError(f"{n} impressions are too few for a {spec.split.method} split with these fractions")
+    return n_train, n_valid, n_test
+
+
+def split_positions(spec: FeatureSpec, n: int) -> dict[str, np.ndarray]:
+    """Sorted row positions of each split among n time-sorted rows: the first / next / last rows
+    (time split) or a seeded permutation (random split). Every engine splits with this."""
+    n_train, n_valid, _ = split_sizes(spec, n)
+    order = np.arange(n)
+    if spec.split.method == "random":
+        order = np.random.default_rng(spec.split.seed).permutation(n)
     parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
     return {k: np.sort(v) for k, v in parts.items()}
+
+
+def split_indices(spec: FeatureSpec, raw: RawData) -> dict[str, np.ndarray]:
+    """Time split (rows are already sorted by time) or a seeded random split."""
+    return split_positions(spec, len(raw.frame))
 
 
 def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
