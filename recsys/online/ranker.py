@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from recsys.artifact import Artifact
-from recsys.errors import ArtifactError, StoreError
+from recsys.errors import ArtifactError, SpecError, StoreError
 from recsys.inference import Predictor, top_k
 from recsys.online.columns import Read, Rows, assemble, counter_updates, plan_read
 from recsys.online.plan import OnlinePlan
@@ -78,7 +78,10 @@ class Ranker:
     def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int = 200) -> None:
         self.artifact = artifact
         self.predictor = Predictor.from_artifact(artifact)
-        self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
+        try:
+            self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
+        except SpecError as err:
+            raise ArtifactError(f"artifact {artifact.path} cannot be served online: {err}") from None
         self.keys = KeySpace(prefix, artifact.feature_version)
         self.popular_limit = popular_limit
         popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
