@@ -99,3 +99,14 @@ def test_once_up_it_prints_a_curl_that_works(tiny_artifact: Path, tiny_raw: Path
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_refused_start_under_plain_uvicorn_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    """`uvicorn --factory service.app:create_app` (no preflight): the app's start-up reports the
+    refusal itself, in one line."""
+    r = subprocess.run([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port",
+                        str(free_port())], capture_output=True, text=True, timeout=120, cwd=REPO,
+                       env=_env(RECSYS_MODEL_DIR=str(tmp_path / "missing"), RECSYS_RAW_DIR=str(tmp_path)))
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "no artifact at" in errors[0], r.stderr

@@ -4,24 +4,18 @@ the log and the admin token only; the service recovers by itself when Redis is b
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from recsys.artifact import load_artifact
-from recsys.store.keys import KeySpace
-from recsys.store.materialize import materialize
-from recsys.store.redis import RedisStore
 from service.app import create_app
 from service.settings import ServiceSettings
 from tests.conftest import free_port
 
 from .conftest import TOKEN
+from .redis_proc import RedisProcess, fill
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 BODY = {"user_id": "u1", "candidates": ["v1", "v2"], "context": {"timestamp": 1_767_225_769}}
@@ -33,44 +27,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """A private, empty redis-server (no persistence: a restart loses everything)."""
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir),
-                             "--enable-debug-command", "local"],  # DEBUG SLEEP: a slow store on demand
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
-
-
-async def fill(url: str, artifact_dir: Path, raw: Path, prefix: str = "rec") -> None:
-    artifact = load_artifact(artifact_dir)
-    store = RedisStore(url)
-    await materialize(artifact.pipeline.spec, raw, store, KeySpace(prefix, artifact.feature_version),
-                      log=lambda _: None)
-    await store.close()
-
-
 async def test_redis_down_then_back_empty_then_refilled(tiny_artifact: Path, tiny_raw: Path, tmp_path: Path) -> None:
     port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    proc = start_redis(port, tmp_path)
+    redis = RedisProcess(port, tmp_path)
+    url = redis.url
     try:
         await fill(url, tiny_artifact, tiny_raw)
-        app = create_app(ServiceSettings(model_dir=tiny_artifact, redis_url=url, admin_token=TOKEN))
+        # a generous budget: this test is about outages, and a busy host must not make a healthy read "slow"
+        app = create_app(ServiceSettings(model_dir=tiny_artifact, redis_url=url, admin_token=TOKEN,
+                                         store_budget_ms=1000))
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
             healthy = await client.post("/v1/recommendations", json=BODY)
             assert healthy.status_code == 200 and healthy.json()["degraded"] is None
 
-            proc.terminate()
-            proc.wait(timeout=10)
+            redis.kill()
             down = await client.post("/v1/recommendations", json=BODY)
             assert down.status_code == 200 and down.json()["degraded"] == "store_unavailable"
             assert [i["item_id"] for i in down.json()["items"]] and str(port) not in down.text
@@ -90,7 +61,7 @@ async def test_redis_down_then_back_empty_then_refilled(tiny_artifact: Path, tin
             assert "recsys_store_errors_total 4.0" in metrics  # three reads, one event write
             assert (await client.get("/healthz")).status_code == 200
 
-            proc = start_redis(port, tmp_path)  # restarted empty: the model's features are gone
+            redis.start()  # restarted empty: the model's features are gone
             empty = await client.post("/v1/recommendations", json=BODY)
             assert empty.status_code == 200 and empty.json()["degraded"] == "store_empty"
             assert (await client.get("/readyz")).json()["degraded"] == "store_empty"
@@ -101,27 +72,22 @@ async def test_redis_down_then_back_empty_then_refilled(tiny_artifact: Path, tin
             assert back.json()["items"] == healthy.json()["items"]
             assert (await client.get("/readyz")).json()["status"] == "ready"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        redis.stop()
 
 
 async def test_a_store_slower_than_the_budget_is_answered_within_it(tiny_artifact: Path, tiny_raw: Path,
                                                                     tmp_path: Path) -> None:
     """DEBUG SLEEP blocks Redis for a second; ranking answers degraded after the store budget, not
     after the (longer) store timeout, and every answer is a 200."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    proc = start_redis(port, tmp_path)
+    redis = RedisProcess(free_port(), tmp_path)
     try:
-        await fill(url, tiny_artifact, tiny_raw)
-        app = create_app(ServiceSettings(model_dir=tiny_artifact, redis_url=url, store_budget_ms=50,
+        await fill(redis.url, tiny_artifact, tiny_raw)
+        app = create_app(ServiceSettings(model_dir=tiny_artifact, redis_url=redis.url, store_budget_ms=50,
                                          redis_timeout_ms=5000))
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
             assert (await client.post("/v1/recommendations", json=BODY)).json()["degraded"] is None
-            sleeper = socket.create_connection(("127.0.0.1", port))
-            sleeper.sendall(b"DEBUG SLEEP 1\r\n")  # not waiting for its reply: Redis is blocked from now
-            time.sleep(0.05)
+            sleeper = redis.sleep(1)
             t0 = time.perf_counter()
             slow = await client.post("/v1/recommendations", json=BODY)
             took = time.perf_counter() - t0
@@ -129,5 +95,4 @@ async def test_a_store_slower_than_the_budget_is_answered_within_it(tiny_artifac
             assert took < 0.5, f"answered after {took:.2f} s, the budget is 0.05 s"
             sleeper.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        redis.stop()
