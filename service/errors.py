@@ -116,6 +116,10 @@ def register_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8): like bad JSON, a 422
+            message = "not valid JSON (fix: send a UTF-8 JSON object)"
+            return JSONResponse(error_body("invalid_request", f"field 'body': {message}",
+                                           [{"field": "body", "message": message}]), status_code=422)
         return JSONResponse(error_body(f"http_{exc.status_code}", str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

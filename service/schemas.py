@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -54,7 +55,7 @@ __all__ = [
 
 MAX_TEXT = 256  # characters of any id or context string
 MAX_CONTEXT_FIELDS = 64  # names in one context object (the schema lists the model's few)
-MAX_PATH = 1024  # characters of a reload path; each part at most 255 bytes (the filesystem's limit)
+MAX_PATH = 1024  # characters of a reload path
 MAX_TIMESTAMP = 32_503_680_000  # year 3000 in unix seconds
 
 
@@ -69,16 +70,15 @@ def _unicode(value: str) -> str:
     return value
 
 
-def _path(value: str) -> str:
-    _unicode(value)
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    longest = max((len(p.encode()) for p in value.split("/")), default=0)
-    if longest > 255:
-        raise ValueError(f"each path component must be at most 255 bytes (the filesystem's limit), got {longest}")
-    return value
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 9.0 is an integer for JSON Schema, so it is accepted as 9; 9.5,
+    "9" and true stay refused by the strict integer that follows."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+Int = Annotated[int, BeforeValidator(_integral)]
+# constraints before the validator, or pydantic publishes them as "ge"/"le" instead of minimum/maximum
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_integral)]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextText = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextValue = ContextText | StrictInt | StrictFloat | StrictBool | None
@@ -98,7 +98,7 @@ class Context(BaseModel):
 
     __pydantic_extra__: dict[str, ContextValue]  # extra fields must be bounded JSON scalars
 
-    timestamp: int | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="unix seconds; default now")
+    timestamp: Timestamp | None = Field(None, description="unix seconds; default now")
 
     @model_validator(mode="before")
     @classmethod
@@ -116,12 +116,16 @@ class Context(BaseModel):
 
 
 class RecommendRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"user_id": "u1", "k": 5},
+        {"user_id": "u1", "context": {"timestamp": 1767225769}, "candidates": ["v1", "v2", "v3"], "k": 2}]})
+
     user_id: Text
     context: Context = Field(default_factory=Context)
     candidates: list[Text] | None = Field(
         None, min_length=1, description="item ids to rank (a repeated id counts once, at its first position); "
                                         "default: the popular items")
-    k: int = Field(10, ge=1, description="how many items to return")
+    k: Int = Field(10, ge=1, description="how many items to return")
 
 
 class ScoredItem(BaseModel):
@@ -144,6 +148,10 @@ class ScoreRow(_Body):
 
 
 class ScoreRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"rows": [{"user_id": "u1", "item_id": "v1"}, {"user_id": "u2", "item_id": "v1",
+                                                      "context": {"timestamp": 1767225769}}]}]})
+
     rows: list[ScoreRow] = Field(..., min_length=1)
     explain: StrictBool = Field(False, description="also return the raw feature values each row was scored with; "
                                                    "they include stored user data, so this needs the admin token")
@@ -161,11 +169,14 @@ class ScoreResponse(BaseModel):
 class Event(_Body):
     user_id: Text
     item_id: Text
-    label: int = Field(ge=0, le=1, description="1 = click / watch, 0 = shown only")
+    label: Int = Field(ge=0, le=1, description="1 = click / watch, 0 = shown only")
     context: Context = Field(default_factory=Context)
 
 
 class EventsRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"events": [{"user_id": "u1", "item_id": "v1", "label": 1, "context": {"timestamp": 1767225769}}]}]})
+
     events: list[Event] = Field(..., min_length=1)
 
 
@@ -175,7 +186,9 @@ class EventsResponse(BaseModel):
     model_version: str
 
 
-PathText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_path)]
+# No NUL (no filesystem takes it); anything else the filesystem refuses (a part over 255 bytes) is a 409.
+PathText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PATH, pattern=r"^[^\x00]+$"),
+                     AfterValidator(_unicode)]
 
 
 class ReloadRequest(_Body):
@@ -244,7 +257,7 @@ def bounded_requests(max_candidates: int, max_k: int, max_events: int) -> Reques
                 None, min_length=1, max_length=max_candidates,
                 description=f"item ids to rank, at most {max_candidates} ({fix.format('RECSYS_MAX_CANDIDATES')}); "
                             "a repeated id counts once, at its first position; default: the popular items")),
-            k=(int, Field(10, ge=1, le=max_k, description=f"how many items to return, at most {max_k}"))),
+            k=(Int, Field(10, ge=1, le=max_k, description=f"how many items to return, at most {max_k}"))),
         score=create_model(
             "ScoreRequest", __base__=ScoreRequest,
             rows=(list[ScoreRow], Field(..., min_length=1, max_length=max_candidates,

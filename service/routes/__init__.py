@@ -25,7 +25,7 @@ def with_body(endpoint: F, model: type[BaseModel]) -> F:
 
 _MEANING = {
     401: "missing or wrong admin token",
-    403: "no admin token is configured (RECSYS_ADMIN_TOKEN)",
+    403: "no admin token is configured (RECSYS_ADMIN_TOKEN), or (reload) a folder outside RECSYS_MODELS_ROOT",
     409: "the artifact was refused; the served model is unchanged",
     413: "request body larger than RECSYS_MAX_BODY_BYTES",
     422: "invalid request: the message and `fields` name each bad field",

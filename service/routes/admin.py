@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 
-from recsys.errors import RecsysError
+from recsys.errors import ArtifactError, RecsysError
 from service.deps import AdminDep, StateDep
-from service.errors import invalid
+from service.errors import Forbidden
 from service.lifecycle import freeze_long_lived, prepare_ranker
 from service.routes import errors
 from service.schemas import ReloadRequest, ReloadResponse
@@ -20,7 +20,8 @@ __all__ = ["build"]
 
 def artifact_path(settings: ServiceSettings, given: str | None) -> Path:
     """The folder to load: the configured one by default, else `given` (absolute, or relative to
-    the models root) once `..` and symlinks are resolved, refused (422) unless below the root."""
+    the models root) once `..` and symlinks are resolved. Outside the root: 403 (a well-formed
+    request for a place the service may not read); a path the filesystem cannot resolve: 409."""
     if not given:
         return settings.model_dir
     root = settings.reload_root
@@ -28,10 +29,10 @@ def artifact_path(settings: ServiceSettings, given: str | None) -> Path:
         path = Path(given)
         resolved = (path if path.is_absolute() else root / path).resolve()
     except (OSError, RuntimeError, ValueError) as err:
-        raise invalid("model_dir", f"cannot be resolved: {err}") from None
+        raise ArtifactError(f"model_dir cannot be resolved: {err}") from None
     if not resolved.is_relative_to(root):
-        raise invalid("model_dir", f"must be below the models root {root} after resolving '..' and symlinks "
-                                   f"(fix: put the artifact there, or set RECSYS_MODELS_ROOT)")
+        raise Forbidden(f"model_dir must be below the models root {root} after resolving '..' and symlinks "
+                        f"(fix: put the artifact there, or set RECSYS_MODELS_ROOT)")
     return resolved
 
 

@@ -164,19 +164,19 @@ async def test_an_edited_popular_list_is_a_409(reload_app) -> None:  # type: ign
     await _refused_and_still_serving(app, "edited", 409, "model_version does not match")
 
 
-@pytest.mark.parametrize(("model_dir", "message"), [
-    ("x" * 300, "at most 255 bytes"),
-    ("models/\ud800", "nicode"),  # "Unicode" from our validator or "unicode" from pydantic's JSON parser
-    ("../outside", "below the models root"),
-    ("/etc", "below the models root"),
-    ("current/../../..", "below the models root"),
-    ("escape", "below the models root"),  # a symlink inside the root, pointing out of it
+@pytest.mark.parametrize(("model_dir", "status", "message"), [
+    ("x" * 300, 409, "File name too long"),
+    ("models/\ud800", 422, "nicode"),  # "Unicode" from our validator or "unicode" from pydantic's JSON parser
+    ("../outside", 403, "below the models root"),
+    ("/etc", 403, "below the models root"),
+    ("current/../../..", 403, "below the models root"),
+    ("escape", 403, "below the models root"),  # a symlink inside the root, pointing out of it
 ])
-async def test_reload_reads_only_below_the_models_root_and_bad_paths_are_422(
-        reload_app, tiny_artifact: Path, model_dir: str, message: str) -> None:
+async def test_reload_reads_only_below_the_models_root_and_bad_paths_are_4xx(
+        reload_app, tiny_artifact: Path, model_dir: str, status: int, message: str) -> None:
     app, root = reload_app
     (root / "escape").symlink_to(tiny_artifact, target_is_directory=True)
-    await _refused_and_still_serving(app, model_dir, 422, message)
+    await _refused_and_still_serving(app, model_dir, status, message)
 
 
 async def test_a_relative_path_is_read_below_the_models_root(reload_app) -> None:  # type: ignore[no-untyped-def]
