@@ -24,7 +24,8 @@ def build(requests: Requests) -> APIRouter:
         ranker = state.ranker
         rows = request_rows(ranker, body.events, "events")
         labels = np.fromiter((e.label for e in body.events), np.int64, len(body.events))
-        updated = await ranker.record_events(state.store, rows, labels, state.settings.ttl_s)
+        async with state.events_gate:
+            updated = await ranker.record_events(state.store, rows, labels, state.settings.ttl_s)
         state.metrics.events.inc(len(body.events))
         return EventsResponse(events=len(body.events), counters_updated=updated, model_version=ranker.version)
 
