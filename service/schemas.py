@@ -59,7 +59,6 @@ MAX_PATH = 1024  # characters of a reload path
 MAX_TIMESTAMP = 32_503_680_000  # year 3000 in unix seconds
 
 
-
 def _unicode(value: str) -> str:
     """A lone surrogate (JSON '\\ud800') is a Python str but not text: no UTF-8 encoding exists for
     it, so a store key or a file path built from it fails deep inside. Refused here instead."""
