@@ -95,9 +95,14 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
         # An empty token would make "Authorization: Bearer" (nothing after it) a valid credential.
-        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if len(value.strip()) < MIN_TOKEN_CHARS:
             raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters (fix: set a long random token, e.g. "
                              f"`openssl rand -hex 32`, or unset it to keep the admin routes closed)")
+        if any(c.isspace() for c in value):  # a header cannot carry it intact
+            raise ValueError("must not contain whitespace (fix: e.g. `openssl rand -hex 32`)")
         return token
 
     @property

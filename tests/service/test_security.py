@@ -26,6 +26,13 @@ def test_an_empty_or_short_admin_token_refuses_to_start_and_says_the_minimum(
         create_app()
 
 
+def test_a_token_with_whitespace_refuses_to_start(tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "sixteen chars or more")
+    monkeypatch.setenv("RECSYS_MODEL_DIR", str(tiny_artifact))
+    with pytest.raises(RecsysError, match="RECSYS_ADMIN_TOKEN: must not contain whitespace"):
+        create_app()
+
+
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer    ", "bearer", "Basic c2VydmljZS10ZXN0LXRva2Vu"])
 def test_an_empty_or_foreign_credential_never_opens_the_admin_routes(client: TestClient, header: str) -> None:
     events = {"events": [{"user_id": "u1", "item_id": "v1", "label": 1}]}
