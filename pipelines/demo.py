@@ -21,9 +21,12 @@ DEMO_IMPRESSIONS = 400_000
 def run_demo(out: str | Path, users: int = DEMO_USERS, items: int = DEMO_ITEMS, impressions: int = DEMO_IMPRESSIONS,
              serve: bool = True, host: str = "127.0.0.1", port: int = 8000) -> dict[str, Path]:
     # Imported here: the CLI imports this module for the defaults above at start-up.
+    import pandas as pd
+
     from pipelines.build_features import build_features
     from pipelines.evaluate import run_evaluate
     from pipelines.generate import SyntheticConfig, write
+    from pipelines.serving import serve_model, try_it
     from pipelines.train import run_train
     from recsys.spec import load_spec
 
@@ -35,7 +38,7 @@ def run_demo(out: str | Path, users: int = DEMO_USERS, items: int = DEMO_ITEMS, 
         print(f"\n== {name}  (t={time.perf_counter() - t0:.0f}s)")
 
     step("generate synthetic data")
-    write(SyntheticConfig(users=users, items=items, impressions=impressions), paths["raw"])
+    written = write(SyntheticConfig(users=users, items=items, impressions=impressions), paths["raw"])
     step("build features")
     build_features(load_spec(SPEC), paths["raw"], paths["features"])
     step("train")
@@ -45,8 +48,10 @@ def run_demo(out: str | Path, users: int = DEMO_USERS, items: int = DEMO_ITEMS, 
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s")
     for name, p in paths.items():
         print(f"  {name:<9} {p}")
-    if serve:
-        from pipelines.serving import serve_model
-
-        serve_model(paths["model"], raw_dir=paths["raw"], host=host, port=port)
+    user = str(pd.read_parquet(written["users"], columns=["user_id"])["user_id"].iloc[0])
+    if serve:  # prints a curl for `user` once the service answers
+        serve_model(paths["model"], raw_dir=paths["raw"], host=host, port=port, example_user=user)
+    else:
+        print(f"\nserve it:  recsys serve --model {paths['model']} --raw {paths['raw']} --port {port}\n"
+              f"then try: {try_it(host, port, user)}")
     return paths

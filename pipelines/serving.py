@@ -1,28 +1,92 @@
-"""serve: run the FastAPI service on an artifact with uvicorn (the `recsys serve` / demo entry)."""
+"""serve: run the FastAPI service on an artifact with uvicorn (the `recsys serve` / demo entry).
+
+Everything that can refuse a start is checked before uvicorn runs, so that a bad setting, a bad
+artifact or an unreachable Redis is one line and exit 2 (`pipelines.cli.main`), never uvicorn's
+traceback and exit 3: the settings (by creating the app, which validates them), the artifact (full
+validation, servability, a cold-row forward) and the store (one PING).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import shlex
 from pathlib import Path
+from typing import Any, Callable
 
-__all__ = ["serve_model"]
+import uvicorn
+
+__all__ = ["serve_model", "try_it"]
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def try_it(host: str, port: int, user_id: str) -> str:
+    """A copy-paste curl for the running service."""
+    body = json.dumps({"user_id": user_id, "k": 5})
+    return (f"curl -s {_base_url(host, port)}/v1/recommendations -H 'content-type: application/json' "
+            f"-d {shlex.quote(body)}")
+
+
+def _hint(host: str, port: int, user_id: str) -> str:
+    closed = "" if os.environ.get("RECSYS_ADMIN_TOKEN") else (
+        "\nPOST /v1/events, /admin/reload and `explain` answer 403 until RECSYS_ADMIN_TOKEN is set (16+ characters)")
+    return f"\ntry it:\n  {try_it(host, port, user_id)}\nAPI docs: {_base_url(host, port)}/docs{closed}\n"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that calls `on_ready` once the app has started (its lifespan is done)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_ready()
+
+
+def _check_before_start(model_dir: str | Path, redis_url: str | None, raw_dir: str | Path | None) -> None:
+    from recsys.artifact import load_artifact
+    from recsys.errors import DataError
+    from recsys.online import Ranker
+    from recsys.store.factory import build_store
+
+    Ranker(load_artifact(model_dir)).warm_up(rows=8)  # the worker repeats this; a bad folder fails here
+    if redis_url is None:
+        raw = Path(raw_dir or os.environ["RECSYS_RAW_DIR"])
+        if not raw.is_dir():
+            raise DataError(f"raw tables folder {raw} not found (fix: pass --raw DIR with the tables the model "
+                            f"was trained on)")
+        return
+
+    async def ping() -> None:
+        store = build_store(redis_url)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(ping())
 
 
 def serve_model(model_dir: str | Path, raw_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
                 redis_url: str | None = None, workers: int = 1, threads: int | None = None,
-                prefix: str | None = None, access_log: bool = False) -> None:
+                prefix: str | None = None, access_log: bool = False, example_user: str | None = None) -> None:
     """Serve `model_dir`. With `redis_url` (or REDIS_URL) features come from Redis (run `recsys
     materialize` first); without, the embedded store is filled from `raw_dir` at start-up.
 
     Settings not given here come from the RECSYS_* environment (service/settings.py). Several
     workers need the factory form of uvicorn, so the overrides travel as environment variables;
-    each worker gets `threads` torch threads (default 1: keep workers × threads ≤ cores, DESIGN §6)."""
-    import uvicorn
-
-    from recsys.artifact import load_artifact
+    each worker gets `threads` torch threads (default 1: keep workers × threads ≤ cores, DESIGN §6).
+    Once the service is up it prints a curl to try (with `example_user`, else any id: unknown users
+    are cold starts)."""
     from recsys.errors import RecsysError
 
-    load_artifact(model_dir)  # a bad folder fails here with one line, not inside a worker's traceback
     redis_url = redis_url or os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL")
     if redis_url is None and raw_dir is None and not os.environ.get("RECSYS_RAW_DIR"):
         raise RecsysError("without Redis the embedded store is filled from the raw tables: pass --raw DIR "
@@ -37,5 +101,17 @@ def serve_model(model_dir: str | Path, raw_dir: str | Path | None = None, host: 
         "RECSYS_TORCH_THREADS": None if threads is None else str(threads),
     }
     os.environ.update({k: v for k, v in env.items() if v is not None})
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log, log_level="info")
+    options: dict[str, Any] = dict(factory=True, host=host, port=port, workers=workers, access_log=access_log,
+                                   log_level="info")
+    config = uvicorn.Config("service.app:create_app", **options)
+    config.load()  # creates the app, which validates the settings: SettingsError, one line
+    _check_before_start(model_dir, redis_url, raw_dir)
+    hint = _hint(host, port, example_user or "any-user-id")
+    if workers > 1:  # uvicorn's supervisor: no start-up hook to wait for
+        print(f"(once the workers are up){hint}", flush=True)
+        uvicorn.run("service.app:create_app", **options)
+        return
+    server = _Server(config, on_ready=lambda: print(hint, flush=True))
+    server.run()
+    if not server.started:  # a failure inside the app's start-up, logged above in one line
+        raise SystemExit(2)

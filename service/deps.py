@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from recsys.errors import RecsysError
-from service.errors import Forbidden
+from service.auth import BEARER, is_admin
+from service.errors import Forbidden, Unauthorized
 from service.state import ServiceState
 
-__all__ = ["StateDep", "AdminDep", "Unauthorized"]
-
-
-class Unauthorized(RecsysError):
-    http_status = 401
+__all__ = ["StateDep", "AdminDep", "require_admin"]
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -28,15 +23,14 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
 async def require_admin(request: Request, state: StateDep) -> None:
-    """Bearer token check for routes that change what the service serves. Without a configured
-    token they are closed, not open: a forgotten setting must not expose model swaps to anyone."""
-    token = state.settings.admin_token
-    if token is None:
-        raise Forbidden("this route is disabled: no admin token is configured (fix: set RECSYS_ADMIN_TOKEN "
+    """Bearer token check for routes that change what the service serves or read stored data.
+    Without a configured token they are closed, not open: a forgotten setting must not expose
+    model swaps to anyone."""
+    if state.settings.admin_token is None:
+        raise Forbidden("this needs the admin token, and none is configured (fix: set RECSYS_ADMIN_TOKEN "
                         "and send 'Authorization: Bearer <token>')")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if not is_admin(request, state.settings):
         raise Unauthorized("missing or wrong admin token (fix: send 'Authorization: Bearer <RECSYS_ADMIN_TOKEN>')")
 
 
-AdminDep = Depends(require_admin)
+AdminDep = [Depends(BEARER), Depends(require_admin)]

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from recsys.artifact import load_artifact
-from recsys.errors import ArtifactError, SpecError, StoreError
+from recsys.errors import ArtifactError, StoreError
 from recsys.online import Ranker
 from recsys.store.base import OnlineStore
 from recsys.store.materialize import materialize
@@ -31,10 +31,7 @@ async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_di
     RECSYS_RAW_DIR when it lacks the model's feature version; with Redis, `require_features` refuses
     a model whose keys nobody materialized (a reload must not switch traffic to all-cold features)."""
     artifact = await asyncio.to_thread(load_artifact, model_dir)
-    try:
-        ranker = Ranker(artifact, settings.key_prefix, settings.popular_candidates)
-    except SpecError as err:
-        raise ArtifactError(f"artifact {model_dir} cannot be served online: {err}") from None
+    ranker = Ranker(artifact, settings.key_prefix, settings.popular_candidates)
     if not await ranker.materialized(store):
         if isinstance(store, MemoryStore):
             if settings.raw_dir is None:

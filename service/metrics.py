@@ -37,6 +37,11 @@ class Metrics:
         self.candidates = Histogram("recsys_candidates_per_request", "rows scored per request",
                                     buckets=(1, 10, 50, 100, 200, 500, 1000, 2000, 5000), registry=r)
         self.store_errors = Counter("recsys_store_errors_total", "failed online-store calls", registry=r)
+        self.degraded = Counter("recsys_degraded_responses_total", "answers computed from cold features because "
+                                "the store failed, was too slow or lacked the features (docs/service.md)",
+                                ["reason"], registry=r)
+        for reason in ("store_unavailable", "store_empty"):
+            self.degraded.labels(reason)  # exported as 0 from the start: alerts need the series
         self.events = Counter("recsys_events_total", "events applied to the online statistics", registry=r)
         self.reloads = Counter("recsys_reloads_total", "model reloads by outcome", ["outcome"], registry=r)
         self.model = Gauge("recsys_model_info", "the artifact being served (value 1)",

@@ -5,6 +5,8 @@ conventional `REDIS_URL`. `recsys serve` sets the same fields from its flags.
 
 RECSYS_MODEL_DIR (runs/demo/model)
     artifact folder to serve (`recsys train --out`).
+RECSYS_MODELS_ROOT (the parent folder of RECSYS_MODEL_DIR)
+    POST /admin/reload loads only artifacts below this folder (after resolving `..` and symlinks).
 REDIS_URL or RECSYS_REDIS_URL (unset)
     Redis feature store, e.g. redis://127.0.0.1:6379/0; unset = the embedded in-process store.
 RECSYS_RAW_DIR (unset)
@@ -22,12 +24,16 @@ RECSYS_TTL_S (unset)
     expiry that events give the records they touch (materialize has its own --ttl).
 RECSYS_TORCH_THREADS (1)
     torch intra-op threads per worker; keep workers x threads <= cores (DESIGN §6).
+RECSYS_STORE_BUDGET_MS (30)
+    how long a ranking or scoring request waits for the store (pool slot included) before it is
+    answered in degraded mode from cold features (docs/service.md). Keep it well under the 50 ms
+    budget: the forward pass and the network need the rest.
 RECSYS_MAX_CANDIDATES (2000)
-    candidates per /v1/recommendations and rows per /v1/score.
+    candidates per /v1/recommendations and rows per /v1/score (published in the OpenAPI schema).
 RECSYS_MAX_K (1000)
-    largest k a request may ask for.
+    largest k a request may ask for (published in the OpenAPI schema).
 RECSYS_MAX_EVENTS (10000)
-    events per POST /v1/events.
+    events per POST /v1/events (published in the OpenAPI schema).
 RECSYS_MAX_BODY_BYTES (1048576)
     larger request bodies are refused with 413 before parsing.
 RECSYS_POPULAR_CANDIDATES (200)
@@ -36,17 +42,30 @@ RECSYS_POPULAR_CANDIDATES (200)
 RECSYS_POPULAR_REFRESH_S (10)
     how often each worker re-reads that top list from the store; 0 = only at start-up and reload.
 RECSYS_ADMIN_TOKEN (unset)
-    bearer token for /admin/reload and /v1/events; unset = both refuse with 403.
+    bearer token for /admin/reload, /v1/events and `explain` on /v1/score; unset = they refuse with
+    403. At least 16 characters: an empty or short token refuses to start, never opens the routes.
+
+Invalid settings raise `SettingsError`, one line naming the variable and the fix (`recsys serve`
+prints it and exits 2).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings"]
+from recsys.errors import RecsysError
+
+__all__ = ["ServiceSettings", "SettingsError", "load_settings", "MIN_TOKEN_CHARS"]
+
+MIN_TOKEN_CHARS = 16
+
+
+class SettingsError(RecsysError):
+    """A RECSYS_* setting is invalid: the service must not start."""
 
 
 class ServiceSettings(BaseSettings):
@@ -62,6 +81,8 @@ class ServiceSettings(BaseSettings):
     redis_pool_size: int = Field(16, ge=1)
     ttl_s: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=1)
+    models_root: Path | None = None
+    store_budget_ms: float = Field(30.0, gt=0)
     max_candidates: int = Field(2000, ge=1)
     max_k: int = Field(1000, ge=1)
     max_events: int = Field(10_000, ge=1)
@@ -69,3 +90,34 @@ class ServiceSettings(BaseSettings):
     popular_candidates: int = Field(200, ge=1)
     popular_refresh_s: float = Field(10.0, ge=0)
     admin_token: SecretStr | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty token would make "Authorization: Bearer" (nothing after it) a valid credential.
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if len(value.strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters (fix: set a long random token, e.g. "
+                             f"`openssl rand -hex 32`, or unset it to keep the admin routes closed)")
+        if any(c.isspace() for c in value):  # a header cannot carry it intact
+            raise ValueError("must not contain whitespace (fix: e.g. `openssl rand -hex 32`)")
+        return token
+
+    @property
+    def reload_root(self) -> Path:
+        """The folder /admin/reload may read below, resolved (symlinks followed)."""
+        return (self.models_root or self.model_dir.absolute().parent).resolve()
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """Settings from the environment (and `overrides`); an invalid one raises `SettingsError` naming
+    its variable, instead of pydantic's multi-line report."""
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = "_".join(str(p) for p in first["loc"]).upper() or "settings"
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"setting RECSYS_{name}: {msg}") from None

@@ -1,34 +1,49 @@
-"""Request checks that depend on settings or on the loaded artifact, raised as field-named 422s."""
+"""Request checks that depend on the loaded artifact (which context fields exist, and their types),
+raised as field-named 422s. `service.openapi` publishes the same rules from the same table."""
 
 from __future__ import annotations
 
 import time
+from operator import methodcaller
 from typing import Protocol, Sequence
 
 from recsys.online import Ranker, Rows
+from recsys.online.plan import ColumnKind
 from service.errors import invalid
 from service.schemas import Context, ContextValue
 
-__all__ = ["context_values", "check_size", "request_rows"]
+__all__ = ["CONTEXT_TYPES", "context_values", "request_rows"]
+
+# JSON types a context column accepts, by how the model reads it (OnlinePlan.kinds): a category
+# takes text, integer ids or booleans (compared as their canonical strings), a number takes numbers;
+# a column read both ways takes any scalar. null = missing, as in the training data.
+CONTEXT_TYPES: dict[ColumnKind, tuple[str, ...]] = {
+    "text": ("string", "integer", "boolean", "null"),
+    "number": ("number", "null"),
+    "raw": ("string", "number", "boolean", "null"),
+}
 
 
-def check_size(field: str, n: int, limit: int, env: str) -> None:
-    if n > limit:
-        raise invalid(field, f"at most {limit} allowed, got {n} (fix: send fewer, or raise {env})")
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+_ACCEPTED = {kind: frozenset(t for name in names for t in _PYTHON_TYPES[name]) for kind, names in CONTEXT_TYPES.items()}
 
 
 def context_values(ranker: Ranker, contexts: Sequence[Context], field: str) -> list[dict[str, ContextValue]]:
     """The context fields of each row, refusing names the model does not read (typos would otherwise
-    silently turn into missing values and cold-start encodings). `field` locates row i's context in
-    the body, e.g. "context" or "rows.{}.context"."""
-    allowed = ranker.plan.context_columns
+    silently turn into missing values and cold-start encodings) and values of the wrong type.
+    `field` locates row i's context in the body, e.g. "context" or "rows.{}.context". The checks
+    run per distinct field name over C-level maps; Python walks the rows only to name a bad one."""
+    plan = ranker.plan
     values = [c.values() for c in contexts]
-    unknown = set().union(*values) - set(allowed)
-    if unknown:
-        row = next(i for i, v in enumerate(values) if unknown & set(v))
-        name = sorted(unknown & set(values[row]))[0]
-        raise invalid(f"{field.format(row)}.{name}",
-                      f"unknown context field; this model reads {['timestamp', *allowed]}")
+    for name in sorted(set().union(*values)):
+        accepted = _ACCEPTED[plan.kind(name)] if name in plan.context_columns else frozenset()
+        if set(map(type, map(methodcaller("get", name), values))) <= accepted:
+            continue
+        row = next(i for i, v in enumerate(values) if name in v and type(v[name]) not in accepted)
+        message = (f"must be one of {', '.join(CONTEXT_TYPES[plan.kind(name)])} for this model" if accepted else
+                   f"unknown context field; this model reads {['timestamp', *plan.context_columns]}")
+        raise invalid(f"{field.format(row)}.{name}", message)
     return values
 
 

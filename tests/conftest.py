@@ -25,6 +25,20 @@ def items_by_positives(raw: Path) -> list[str]:
     return positives.sort_values(["label", "item"], ascending=False)["item"].tolist()
 
 
+def reseal_artifact(path: Path, *, keep_version: bool = False) -> None:
+    """Make metadata.json agree with edited files (their hashes and the content version), as a
+    careless hand-edit or a forgery would: only the deeper checks can refuse such an artifact."""
+    import json
+
+    from recsys.artifact import content_version, file_hashes
+
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["files"] = file_hashes(path)
+    if not keep_version:
+        meta["model_version"] = content_version(meta)
+    (path / "metadata.json").write_text(json.dumps(meta))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ and materialize so the three agree with the offline pipeline by construction.
 
 from recsys.online.columns import Rows, assemble, counter_updates, plan_read
 from recsys.online.plan import OnlinePlan
-from recsys.online.ranker import Ranked, Ranker, Scored, Timings
+from recsys.online.ranker import STORE_EMPTY, STORE_UNAVAILABLE, Degraded, Ranked, Ranker, Scored, Timings
 
-__all__ = ["OnlinePlan", "Rows", "plan_read", "assemble", "counter_updates", "Ranker", "Ranked", "Scored", "Timings"]
+__all__ = ["OnlinePlan", "Rows", "plan_read", "assemble", "counter_updates", "Ranker", "Ranked", "Scored", "Timings",
+           "Degraded", "STORE_UNAVAILABLE", "STORE_EMPTY"]

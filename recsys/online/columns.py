@@ -270,9 +270,13 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
 def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray],
                     labels: np.ndarray) -> tuple[list[str], list[str], list[int]]:
     """The HINCRBYs that events (rows with assembled attributes) make: per statistic, count += 1 and
-    positives += label on the entity record's (sub-key) fields; duplicates summed."""
+    positives += label on the entity record's (sub-key) fields; duplicates summed, zeros dropped, in
+    order of first appearance. Summed by factorize + bincount: a pandas groupby over the same few
+    hundred rows costs ~10x more, and events run on the service's event loop beside ranking."""
     n = len(labels)
-    frames = []
+    if n == 0 or not plan.statistics:
+        return [], [], []
+    key_parts, field_parts, amount_parts = [], [], []
     for s in plan.statistics:
         entity = columns[plan.user_key] if s.entity == "user" else columns[plan.item_key]
         key = np.array(keys.users(entity) if s.entity == "user" else keys.items(entity), dtype=object)
@@ -281,10 +285,14 @@ def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.n
         # An event lands in the bucket of its own timestamp (the last column of its window).
         bucket = s.buckets(columns[plan.timestamp])[:, -1].tolist()
         for kind, amount in (("c", np.ones(n, dtype=np.int64)), ("p", labels.astype(np.int64))):
-            frames.append(pd.DataFrame({"key": key, "field": counter_fields(s.name, subs, kind, bucket),
-                                        "amount": amount}))
-    if not frames or n == 0:
-        return [], [], []
-    total = pd.concat(frames).groupby(["key", "field"], sort=False, as_index=False)["amount"].sum()
-    total = total[total["amount"] != 0]
-    return total["key"].tolist(), total["field"].tolist(), total["amount"].astype(int).tolist()
+            key_parts.append(key)
+            field_parts.append(np.array(counter_fields(s.name, subs, kind, bucket), dtype=object))
+            amount_parts.append(amount)
+    key_codes, key_names = pd.factorize(np.concatenate(key_parts))
+    field_codes, field_names = pd.factorize(np.concatenate(field_parts))
+    pair, first = pd.factorize(key_codes.astype(np.int64) * len(field_names) + field_codes)
+    total = np.bincount(pair, weights=np.concatenate(amount_parts), minlength=len(first)).astype(np.int64)
+    keep = total != 0
+    first = first[keep]
+    return (np.asarray(key_names, dtype=object)[first // len(field_names)].tolist(),
+            np.asarray(field_names, dtype=object)[first % len(field_names)].tolist(), total[keep].tolist())

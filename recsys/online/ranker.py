@@ -2,6 +2,8 @@
 
     rank / score:  one store round trip → assemble raw columns → the artifact's FeaturePipeline →
                    one forward pass (Predictor) → top-k
+                   degraded (store failed, past its budget, or lacking this feature version's
+                   materialize marker): cold features, and the reason on the result
     record_events: one round trip for the attributes that key the statistics → one batch of HINCRBYs
                    → the clicked items' ZINCRBYs in the popularity ranking
 
@@ -11,20 +13,27 @@ reload, so a request that started on the old model finishes on it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
 from recsys.artifact import Artifact
+from recsys.errors import ArtifactError, SpecError, StoreError
 from recsys.inference import Predictor, top_k
-from recsys.online.columns import Rows, assemble, counter_updates, plan_read
+from recsys.online.columns import Read, Rows, assemble, counter_updates, plan_read
 from recsys.online.plan import OnlinePlan
-from recsys.store.base import OnlineStore
+from recsys.store.base import Fetched, OnlineStore
 from recsys.store.keys import KeySpace
 
-__all__ = ["Ranker", "Timings", "Scored", "Ranked"]
+__all__ = ["Ranker", "Timings", "Scored", "Ranked", "Degraded", "STORE_UNAVAILABLE", "STORE_EMPTY"]
+
+# Why a result was computed from cold features (`Scored.degraded`; None = from the store's features).
+Degraded = Literal["store_unavailable", "store_empty"]
+STORE_UNAVAILABLE: Degraded = "store_unavailable"  # the read failed or missed its budget
+STORE_EMPTY: Degraded = "store_empty"  # the store answered without this feature version's materialize marker
 
 
 @dataclass
@@ -46,6 +55,8 @@ class Scored:
     probabilities: np.ndarray
     columns: dict[str, np.ndarray]  # the raw columns the model saw (for `explain`)
     timings: Timings = field(default_factory=Timings)
+    degraded: Degraded | None = None
+    store_error: str | None = None  # what failed, when STORE_UNAVAILABLE (for logs, never for callers)
 
 
 @dataclass
@@ -54,13 +65,23 @@ class Ranked:
     scores: list[float]
     candidates: int
     timings: Timings
+    degraded: Degraded | None = None
+    store_error: str | None = None
+
+
+def _cold(read: Read) -> Fetched:
+    """The store's reply when it holds nothing for these keys: every row a cold start."""
+    return [{} for _ in read.whole], [None] * (len(read.keys) * len(read.fields))
 
 
 class Ranker:
     def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int = 200) -> None:
         self.artifact = artifact
         self.predictor = Predictor.from_artifact(artifact)
-        self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
+        try:
+            self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
+        except SpecError as err:
+            raise ArtifactError(f"artifact {artifact.path} cannot be served online: {err}") from None
         self.keys = KeySpace(prefix, artifact.feature_version)
         self.popular_limit = popular_limit
         popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
@@ -79,19 +100,38 @@ class Ranker:
 
     def warm_up(self, rows: int = 512) -> None:
         """Run the whole CPU path once on cold rows, so lazily built lookup tables and the first
-        forward's allocations are paid before traffic, not by the first request."""
+        forward's allocations are paid before traffic, not by the first request. Also the smoke test
+        of the degraded path, which serves exactly such rows: non-finite scores raise ArtifactError."""
         ids = self.popular[:rows] if len(self.popular) else np.array(["warm-up"], dtype=object)
         r = Rows.for_user("warm-up", ids, int(time.time()), {})
         read = plan_read(self.plan, self.keys, r)
-        cols = assemble(self.plan, r, read, ([{}], [None] * (len(read.fields) * len(r))))
-        self.predictor.score(cols)
+        if not np.isfinite(self.predictor.score(assemble(self.plan, r, read, _cold(read)))).all():
+            raise ArtifactError(f"artifact {self.artifact.path}: the model scores cold rows as NaN or infinity "
+                                f"(fix: retrain; the weights or the fitted transforms are broken)")
         self.predictor.warm_up(rows)
 
-    async def score(self, store: OnlineStore, rows: Rows) -> Scored:
+    async def _fetch(self, store: OnlineStore, read: Read,
+                     budget_s: float | None) -> tuple[Fetched, Degraded | None, str | None]:
+        """`read` and this feature version's meta record in one round trip, within `budget_s`
+        (pool waits included). Returns (reply, degraded reason, error): a failed or late read
+        gives the cold reply; a store without the meta record (restarted empty, flushed, never
+        materialized) gives what it has, flagged STORE_EMPTY."""
+        try:
+            async with asyncio.timeout(budget_s):
+                records, flat = await store.read([self.keys.meta, *read.whole], read.keys, read.fields)
+        except StoreError as err:
+            return _cold(read), STORE_UNAVAILABLE, str(err)
+        except TimeoutError:
+            return _cold(read), STORE_UNAVAILABLE, f"{store.name} did not answer within {(budget_s or 0) * 1e3:.0f} ms"
+        return (records[1:], flat), (None if records[0] else STORE_EMPTY), None
+
+    async def score(self, store: OnlineStore, rows: Rows, budget_s: float | None = None) -> Scored:
+        """Probabilities of `rows`. Never raises for the store: when it fails, is slower than
+        `budget_s` or lacks the features, the rows are scored as cold starts and `degraded` says why."""
         t = Timings()
         t0 = time.perf_counter()
         read = plan_read(self.plan, self.keys, rows)
-        fetched = await store.read(read.whole, read.keys, read.fields)
+        fetched, degraded, error = await self._fetch(store, read, budget_s)
         t1 = time.perf_counter()
         cols = assemble(self.plan, rows, read, fetched)
         t2 = time.perf_counter()
@@ -100,16 +140,18 @@ class Ranker:
         probs = self.predictor.score_encoded(encoded)
         t4 = time.perf_counter()
         t.fetch, t.assemble, t.transform, t.score = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-        return Scored(probs, cols, t)
+        return Scored(probs, cols, t, degraded, error)
 
     async def rank(self, store: OnlineStore, user_id: str, candidates: Sequence[str] | None, timestamp: int,
-                   context: Mapping[str, Any], k: int) -> Ranked:
-        """Top-k of `candidates` (or of the artifact's popular items) for one user in one context."""
-        items = self.popular if candidates is None else np.asarray(candidates, dtype=object)
-        scored = await self.score(store, Rows.for_user(user_id, items, timestamp, context))
+                   context: Mapping[str, Any], k: int, budget_s: float | None = None) -> Ranked:
+        """Top-k of `candidates` (or of the popular items) for one user in one context. A repeated
+        candidate counts once, at its first position, so the top-k holds distinct items."""
+        items = self.popular if candidates is None else np.asarray(list(dict.fromkeys(candidates)), dtype=object)
+        scored = await self.score(store, Rows.for_user(user_id, items, timestamp, context), budget_s)
         t0 = time.perf_counter()
         best = top_k(scored.probabilities, k)
-        out = Ranked(items[best].tolist(), scored.probabilities[best].tolist(), len(items), scored.timings)
+        out = Ranked(items[best].tolist(), scored.probabilities[best].tolist(), len(items), scored.timings,
+                     scored.degraded, scored.store_error)
         out.timings.topk = time.perf_counter() - t0
         return out
 

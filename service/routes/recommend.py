@@ -5,47 +5,66 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from service.deps import StateDep
+from service.auth import BEARER
+from service.deps import StateDep, require_admin
 from service.errors import invalid
-from service.schemas import RecommendRequest, RecommendResponse, ScoredItem, ScoreRequest, ScoreResponse
-from service.validation import check_size, context_values, request_rows
+from service.routes import errors, with_body
+from service.schemas import (
+    RecommendRequest,
+    RecommendResponse,
+    Requests,
+    ScoredItem,
+    ScoreRequest,
+    ScoreResponse,
+)
+from service.validation import context_values, request_rows
 
-router = APIRouter(prefix="/v1", tags=["ranking"])
-
-
-@router.post("/recommendations")
-async def recommend(body: RecommendRequest, state: StateDep) -> RecommendResponse:
-    """Rank `candidates` (or the model's popular items) for `user_id` in `context`; best first."""
-    t0 = time.perf_counter()
-    s, ranker = state.settings, state.ranker
-    if body.candidates is not None:
-        check_size("candidates", len(body.candidates), s.max_candidates, "RECSYS_MAX_CANDIDATES")
-    elif not len(ranker.popular):
-        raise invalid("candidates", "required: this model has no popular-items list to rank instead")
-    check_size("k", body.k, s.max_k, "RECSYS_MAX_K")
-    context = context_values(ranker, [body.context], "context")[0]
-    ts = body.context.timestamp if body.context.timestamp is not None else int(time.time())
-    ranked = await ranker.rank(state.store, body.user_id, body.candidates, ts, context, body.k)
-    state.metrics.observe(ranked.timings, ranked.candidates)
-    items = [ScoredItem(item_id=i, score=p) for i, p in zip(ranked.item_ids, ranked.scores, strict=True)]
-    return RecommendResponse(items=items, model_version=ranker.version, took_ms=(time.perf_counter() - t0) * 1e3)
+__all__ = ["build"]
 
 
-@router.post("/score")
-async def score(body: ScoreRequest, state: StateDep) -> ScoreResponse:
-    """Probabilities for (user, item, context) rows, in order. `explain: true` adds the raw feature
-    values each row was scored with (attributes and statistic counters as the store served them)."""
-    t0 = time.perf_counter()
-    s, ranker = state.settings, state.ranker
-    check_size("rows", len(body.rows), s.max_candidates, "RECSYS_MAX_CANDIDATES")
-    rows = request_rows(ranker, body.rows, "rows")
-    scored = await ranker.score(state.store, rows)
-    state.metrics.observe(scored.timings, len(rows))
-    features = None
-    if body.explain:
-        features = {name: [None if isinstance(v, float) and v != v else v for v in np.asarray(col).tolist()]
-                    for name, col in scored.columns.items()}
-    return ScoreResponse(scores=scored.probabilities.tolist(), model_version=ranker.version,
-                         took_ms=(time.perf_counter() - t0) * 1e3, features=features)
+def build(requests: Requests) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["ranking"])
+
+    async def recommend(body: RecommendRequest, state: StateDep) -> RecommendResponse:
+        """Rank `candidates` (or the popular items) for `user_id` in `context`; best first. When the
+        store fails, is slow or lacks the model's features, the answer comes from cold features
+        within the latency budget and `degraded` says why (docs/service.md)."""
+        t0 = time.perf_counter()
+        ranker = state.ranker
+        if body.candidates is None and not len(ranker.popular):
+            raise invalid("candidates", "required: this model has no popular-items list to rank instead")
+        context = context_values(ranker, [body.context], "context")[0]
+        ts = body.context.timestamp if body.context.timestamp is not None else int(time.time())
+        ranked = await ranker.rank(state.store, body.user_id, body.candidates, ts, context, body.k, state.budget_s)
+        state.metrics.observe(ranked.timings, ranked.candidates)
+        state.health.saw(ranked.degraded, ranked.store_error)
+        items = [ScoredItem(item_id=i, score=p) for i, p in zip(ranked.item_ids, ranked.scores, strict=True)]
+        return RecommendResponse(items=items, model_version=ranker.version, degraded=ranked.degraded,
+                                 took_ms=(time.perf_counter() - t0) * 1e3)
+
+    async def score(body: ScoreRequest, state: StateDep, request: Request) -> ScoreResponse:
+        """Probabilities for (user, item, context) rows, in order. `explain: true` adds the raw
+        feature values each row was scored with (stored attributes and counters): admin token only."""
+        t0 = time.perf_counter()
+        if body.explain:
+            await require_admin(request, state)
+        ranker = state.ranker
+        rows = request_rows(ranker, body.rows, "rows")
+        scored = await ranker.score(state.store, rows, state.budget_s)
+        state.metrics.observe(scored.timings, len(rows))
+        state.health.saw(scored.degraded, scored.store_error)
+        features = None
+        if body.explain:
+            features = {name: [None if isinstance(v, float) and v != v else v for v in np.asarray(col).tolist()]
+                        for name, col in scored.columns.items()}
+        return ScoreResponse(scores=scored.probabilities.tolist(), model_version=ranker.version,
+                             degraded=scored.degraded, took_ms=(time.perf_counter() - t0) * 1e3,
+                             features=features)
+
+    router.post("/recommendations", responses=errors(413, 422))(with_body(recommend, requests.recommend))
+    # Anonymous unless `explain`: the scheme is published as optional ({} = no credentials).
+    router.post("/score", responses=errors(401, 403, 413, 422),
+                openapi_extra={"security": [{}, {BEARER.scheme_name: []}]})(with_body(score, requests.score))
+    return router

@@ -111,6 +111,7 @@ def test_demo_runs_every_offline_step_without_serving(tmp_path: Path):
     result = run_ok("demo", "--no-serve", "--impressions", 20_000, "--out", out)
     for step in ("raw", "features", "model", "report"):
         assert str(out / step) in result.stdout
+    assert "curl -s http://127.0.0.1:8000/v1/recommendations" in result.stdout  # what to try once served
     assert (out / "model" / "model.safetensors").is_file()
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["test.auc"] > 0.6

@@ -59,7 +59,7 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
     auth = {"authorization": f"Bearer {token}"}
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
-        return {"user_id": r[spec.user_key], "item_id": r[spec.item_key],
+        return {"user_id": str(r[spec.user_key]), "item_id": str(r[spec.item_key]),  # ids are JSON strings
                 "context": {"timestamp": int(r[spec.timestamp]), **{c: r[c] for c in context_cols}}}
 
     batch: list[int] = []  # positions in `tail`, whole timestamp groups
@@ -68,9 +68,10 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
         """Score the batch's test rows, then post all its events."""
         scored = [i for i in batch if is_test[tail[i]]]
         if scored:
-            resp = post("/v1/score", json={"rows": [row(records[i]) for i in scored], "explain": True})
+            resp = post("/v1/score", json={"rows": [row(records[i]) for i in scored], "explain": True}, headers=auth)
             assert resp.status_code == 200, resp.text
             body = resp.json()
+            assert body["degraded"] is None, f"scored from cold features ({body['degraded']}): not a replay"
             where = position[tail[scored]]
             online[where] = body["scores"]
             for c in counters:

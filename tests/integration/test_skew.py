@@ -49,7 +49,10 @@ def redis_replay(redis_url: str, tiny_raw: Path, tiny_features: Path, tiny_artif
 
     asyncio.run(fill())
     proc, url = start_uvicorn({"RECSYS_MODEL_DIR": str(tiny_artifact), "REDIS_URL": redis_url,
-                               "RECSYS_KEY_PREFIX": "skew", "RECSYS_ADMIN_TOKEN": TOKEN},
+                               "RECSYS_KEY_PREFIX": "skew", "RECSYS_ADMIN_TOKEN": TOKEN,
+                               # a proof of equality, not of latency: a busy host must not make a read
+                               # miss the default 30 ms budget and score a row from cold features
+                               "RECSYS_STORE_BUDGET_MS": "10000"},
                               tmp_path_factory.mktemp("uvicorn") / "log")
     try:
         with httpx.Client(base_url=url, timeout=30) as client:

@@ -54,7 +54,7 @@ def test_score_matches_recommendation_scores(client: TestClient) -> None:
 
 
 def test_explain_returns_the_raw_values_the_row_was_scored_with(client: TestClient) -> None:
-    r = client.post("/v1/score", json={"explain": True, "rows": [
+    r = client.post("/v1/score", headers=AUTH, json={"explain": True, "rows": [
         {"user_id": "u1", "item_id": "v1", "context": {"device": "ios", "timestamp": TS}},
         {"user_id": "ghost", "item_id": "ghost-item"}]})
     f = r.json()["features"]
@@ -133,7 +133,7 @@ def test_events_update_the_statistics_the_next_request_sees(client: TestClient) 
     row = {"user_id": "fresh-user", "item_id": "v3", "context": {"device": "web", "timestamp": TS}}
 
     def counters() -> tuple[float, float]:
-        f = client.post("/v1/score", json={"rows": [row], "explain": True}).json()["features"]
+        f = client.post("/v1/score", json={"rows": [row], "explain": True}, headers=AUTH).json()["features"]
         return f["user_history__count"][0], f["user_history__pos"][0]
 
     assert counters() == (0.0, 0.0)
@@ -146,10 +146,11 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["store"] == "embedded"
-    rec(client, candidates=["v1"])
+    assert ready.json()["degraded"] is None and rec(client, candidates=["v1"])["degraded"] is None
     text = client.get("/metrics").text
     for name in ("recsys_http_request_duration_seconds_bucket{", 'recsys_stage_duration_seconds_count{stage="fetch"}',
                  'stage="transform"', 'stage="score"', "recsys_candidates_per_request_count",
-                 "recsys_store_errors_total", "recsys_model_info{"):
+                 "recsys_store_errors_total", "recsys_model_info{",
+                 'recsys_degraded_responses_total{reason="store_unavailable"} 0.0'):
         assert name in text
     assert 'route="/v1/recommendations"' in text

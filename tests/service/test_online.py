@@ -93,3 +93,21 @@ def test_counters_that_are_not_integers_parse_as_numbers_like_before() -> None:
     assert item_counts(["3", None, "12"]) == [3.0, 0.0, 12.0]
     assert item_counts(["3", None, "2.5"]) == [3.0, 0.0, 2.5]
     assert item_counts(["3", "lots", "1e3"]) == [3.0, 0.0, 1000.0]
+
+
+def test_event_counters_are_summed_per_field_in_order_of_first_appearance() -> None:
+    """Two events of one user on one item: each counter field once, with the summed amount; a
+    positives field that sums to 0 is no command at all."""
+    from recsys.online import counter_updates
+
+    plan = OnlinePlan.from_spec(_spec())
+    keys = KeySpace("t", "x")
+    rows = Rows.from_records(["u", "u"], ["i", "i"], [100, 100], [{"device": "ios"}] * 2, plan.context_columns)
+    read = plan_read(plan, keys, rows, counters=False)
+    cols = assemble(plan, rows, read, ([{"country": "c1"}], [None] * (2 * len(read.fields))))
+    cols["category"] = np.array(["cat1", "cat1"], dtype=object)
+    k, f, a = counter_updates(plan, keys, cols, np.array([0, 0]))
+    assert len(set(zip(k, f, strict=True))) == len(k) and set(a) == {2}  # counts only: positives are 0
+    assert f[0] == counter_field("user_history", "", "c") and k[0] == keys.user("u")
+    k, f, a = counter_updates(plan, keys, cols, np.array([1, 0]))
+    assert dict(zip(f, a, strict=True))[counter_field("item_history", "", "p")] == 1

@@ -13,13 +13,13 @@ import safetensors.torch
 import torch
 
 from pipelines.train import fit_model
-from recsys import artifact as artifact_module
-from recsys.artifact import ARTIFACT_FORMAT, load_artifact, save_artifact
+from recsys.artifact import ARTIFACT_FORMAT, content_version, load_artifact, save_artifact
 from recsys.errors import ArtifactError
 from recsys.features import Batch, FeaturePipeline
 from recsys.inference import Predictor
 from recsys.model import WideDeep
 from recsys.spec import parse_spec
+from tests.conftest import reseal_artifact
 
 from .helpers import mini_columns, mini_spec_dict
 
@@ -43,13 +43,7 @@ def saved(trained, tmp_path: Path) -> Path:
     return save_artifact(tmp_path / "model", pipeline, model, {"metrics": {"valid.auc": 0.5}})
 
 
-def rehash(path: Path, *, keep_version: bool = False) -> None:
-    """Make metadata.json agree with edited files, as a careless hand-edit or a forgery would."""
-    meta = json.loads((path / "metadata.json").read_text())
-    meta["files"] = {f: artifact_module._sha256(path / f) for f in artifact_module._FILES}
-    if not keep_version:
-        meta["model_version"] = artifact_module._version_of(meta["files"])
-    (path / "metadata.json").write_text(json.dumps(meta))
+rehash = reseal_artifact
 
 
 def test_loaded_artifact_scores_exactly_like_the_model_that_was_saved(trained, saved: Path):
@@ -73,11 +67,14 @@ def test_metadata_records_version_config_hashes_and_extra_fields(saved: Path):
     assert sorted(p.name for p in saved.iterdir()) == sorted(FILES)
 
 
-def test_model_version_is_a_content_hash(trained, tmp_path: Path):
+def test_model_version_is_a_content_hash_of_every_file_and_metadata_field(trained, tmp_path: Path):
     pipeline, model, _ = trained
     a = load_artifact(save_artifact(tmp_path / "a", pipeline, model)).version
-    b = load_artifact(save_artifact(tmp_path / "b", pipeline, model)).version
-    assert a == b
+    meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    assert a == content_version(meta) and set(meta["files"]) == set(FILES) - {"metadata.json"}
+    save_artifact(tmp_path / "b", pipeline, model)  # the same model, saved again: only the time may differ
+    meta_b = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert content_version({**meta_b, "created_at": meta["created_at"]}) == a
     other = WideDeep(model.config)
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -127,7 +124,7 @@ def test_consistent_but_incompatible_weights_are_refused_as_incompatible(saved: 
         load_artifact(saved)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
+@pytest.mark.parametrize("version", [0, 1, 3, "2", None])
 def test_an_unsupported_format_version_is_refused(saved: Path, version: object):
     meta = json.loads((saved / "metadata.json").read_text())
     meta["format_version"] = version
@@ -147,6 +144,98 @@ def test_a_missing_file_is_refused_by_name(saved: Path, name: str):
     (saved / name).unlink()
     with pytest.raises(ArtifactError, match=name):
         load_artifact(saved)
+
+
+def _nan_weights(path: Path) -> None:
+    state = safetensors.torch.load_file(str(path / "model.safetensors"))
+    safetensors.torch.save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                 for k, v in state.items()}, str(path / "model.safetensors"))
+
+
+def _garbage_weights(path: Path) -> None:
+    (path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not js")
+
+
+def _broken_spec(path: Path) -> None:
+    (path / "spec.yaml").write_text("features: [unclosed\n  - : :\n")
+
+
+def _spec_that_parses_but_is_invalid(path: Path) -> None:
+    (path / "spec.yaml").write_text("name: x\nfeatures: 7\n")
+
+
+# Each forgery recomputes every hash and the version: only the deeper checks can catch it.
+FORGERIES = {
+    "all-NaN weights": (_nan_weights, "NaN or infinite"),
+    "corrupt safetensors": (_garbage_weights, "model.safetensors is not a readable safetensors file"),
+    "malformed spec.yaml": (_broken_spec, "spec.yaml is not a valid feature spec"),
+    "invalid spec.yaml": (_spec_that_parses_but_is_invalid, "spec.yaml is not a valid feature spec"),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+def test_a_rehashed_but_broken_artifact_is_refused_with_a_clear_error(saved: Path, forgery: str):
+    damage, message = FORGERIES[forgery]
+    damage(saved)
+    rehash(saved)
+    with pytest.raises(ArtifactError, match=message):
+        load_artifact(saved)
+
+
+def test_an_edited_metadata_field_is_refused(saved: Path):
+    meta = json.loads((saved / "metadata.json").read_text())
+    meta["popular_items"] = ["forged-item"]
+    (saved / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="model_version does not match"):
+        load_artifact(saved)
+
+
+def test_non_finite_weights_are_refused_at_save(trained, tmp_path: Path):
+    pipeline, model, _ = trained
+    broken = WideDeep(model.config)
+    with torch.no_grad():
+        broken.bias.fill_(float("inf"))
+    with pytest.raises(ArtifactError, match="NaN or infinite"):
+        save_artifact(tmp_path / "model", pipeline, broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _write_index(folder: Path) -> None:
+    (folder / "retrieval").mkdir()
+    (folder / "retrieval" / "index.bin").write_bytes(b"\x00" * 64)
+
+
+def test_files_added_by_the_caller_are_hashed_and_verified_recursively(trained, tmp_path: Path):
+    pipeline, model, _ = trained
+    path = save_artifact(tmp_path / "model", pipeline, model, extra_files=_write_index)
+    assert "retrieval/index.bin" in json.loads((path / "metadata.json").read_text())["files"]
+    load_artifact(path)
+    (path / "retrieval" / "index.bin").write_bytes(b"\x01" * 64)
+    with pytest.raises(ArtifactError, match="retrieval/index.bin does not match its hash"):
+        load_artifact(path)
+    (path / "retrieval" / "index.bin").unlink()
+    with pytest.raises(ArtifactError, match="retrieval/index.bin is missing"):
+        load_artifact(path)
+
+
+def test_an_unlisted_file_or_a_symlink_in_the_folder_is_refused(saved: Path, tmp_path: Path):
+    (saved / "notes").mkdir()
+    (saved / "notes" / "extra.txt").write_text("not from save_artifact")
+    with pytest.raises(ArtifactError, match="notes/extra.txt is not listed"):
+        load_artifact(saved)
+    (saved / "notes" / "extra.txt").unlink()
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    (saved / "notes" / "link.json").symlink_to(outside)
+    with pytest.raises(ArtifactError, match="symlink"):
+        load_artifact(saved)
+
+
+@pytest.mark.parametrize("path", ["/tmp/" + "x" * 300, "/tmp/\ud800model", "/tmp/a\x00b"],
+                         ids=["300-character name", "lone surrogate", "NUL byte"])
+def test_a_path_the_filesystem_cannot_hold_is_an_artifact_error(path: str):
+    with pytest.raises(ArtifactError):
+        load_artifact(path)
 
 
 def test_a_folder_without_an_artifact_says_to_train_first(tmp_path: Path):
