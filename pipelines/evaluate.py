@@ -22,6 +22,7 @@ from recsys.errors import ArtifactError
 from recsys.features import Batch
 from recsys.features.splits import read_split
 from recsys.inference import Predictor
+from recsys.io import check_output, output_folder
 from recsys.metrics import all_metrics, calibration_table, roc_curve
 from recsys.spec import OptimizerConfig
 
@@ -43,6 +44,8 @@ def _popularity(train_meta: pd.DataFrame, meta: pd.DataFrame, item_key: str, lab
 
 def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str | Path,
                  log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    inputs = {"--model": model_dir, "--features": features_dir}
+    check_output(out_dir, "evaluation", inputs)  # before any work
     artifact = load_artifact(model_dir)
     spec, pipeline, manifest = load_features(features_dir)
     if manifest["feature_version"] != artifact.feature_version:
@@ -90,9 +93,10 @@ def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str |
             metrics["test.calibration"] = calibration_table(y, prob)
     metrics["model_version"] = artifact.version
     metrics["history"] = artifact.metadata.get("history", [])
+    with output_folder(out_dir, "evaluation", inputs) as tmp:
+        write_json_atomic(tmp / "metrics.json", metrics)
+        _write_report(tmp, artifact.version, metrics, curves)
     out = Path(out_dir)
-    write_json_atomic(out / "metrics.json", metrics)
-    _write_report(out, artifact.version, metrics, curves)
     log(_summary(metrics))
     log(f"metrics → {out / 'metrics.json'}; report → {out / 'report.html'}")
     return metrics
@@ -171,6 +175,4 @@ def _write_report(out: Path, version: str, metrics: dict[str, Any], curves: dict
         f"<th>observed</th></tr>{calib}</table>"
         f"<h2>All metrics</h2><table>{rows}</table>"
     )
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(out / "report.html")
+    (out / "report.html").write_text(page)
