@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from recsys.errors import DataError, OutputError
 
-__all__ = ["find_table", "table_parts", "table_columns", "read_table", "write_table", "write_arrow",
+__all__ = ["find_table", "table_parts", "file_columns", "table_columns", "read_table", "write_table", "write_arrow",
            "OUTPUT_MARKER", "output_kind", "check_output", "output_folder", "claim_folder", "remove_output"]
 
 OUTPUT_MARKER = ".recsys-output"
@@ -40,16 +40,40 @@ OUTPUT_MARKER = ".recsys-output"
 
 def find_table(folder: str | Path, stem: str) -> Path:
     """The file, or the folder of part files (as Spark and other engines write them), of a table:
-    `stem.parquet`, `stem.csv`, `stem.csv.gz`, or a folder `stem/`, `stem.parquet/` or `stem.csv/`."""
+    `stem.parquet`, `stem.csv`, `stem.csv.gz`, or a folder `stem/`, `stem.parquet/` or `stem.csv/`.
+    Every data file of it must be readable (`file_columns`): an empty or corrupt one is refused here,
+    before any engine reads it."""
     folder = Path(folder)
     for ext in (".parquet", ".csv", ".csv.gz", ""):
         path = folder / f"{stem}{ext}"
         if path.is_file() or (path.is_dir() and table_parts(path)):
+            for part in table_parts(path):
+                file_columns(part)
             return path
     raise DataError(
         f"table '{stem}' not found in {folder} (fix: add {stem}.parquet or {stem}.csv, a file or a folder of "
         f"part files, or point `tables.{stem}` in the spec at the right name)"
     )
+
+
+def file_columns(path: Path) -> list[str]:
+    """The column names of one data file (a parquet footer or a csv header); an empty, truncated or
+    corrupt file is a DataError naming it and the fix, never a parser's traceback."""
+    kind = "parquet" if path.name.endswith(".parquet") else "csv"
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path} is empty (0 bytes), not a {kind} table (fix: write the table again, or remove "
+                            f"the file)")
+        if kind == "parquet":
+            return list(pq.read_schema(path).names)
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError, EOFError, pa.ArrowException) as err:
+        raise DataError(f"{path} cannot be read as {kind}: {_first_line(err)} (fix: write the table again as "
+                        f"{kind}, or remove the file)") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def table_parts(path: Path) -> list[Path]:
@@ -62,23 +86,20 @@ def table_parts(path: Path) -> list[Path]:
 
 
 def table_columns(folder: str | Path, stem: str) -> list[str]:
-    first = table_parts(find_table(folder, stem))[0]
-    if first.name.endswith(".parquet"):
-        return list(pq.read_schema(first).names)
-    return list(pd.read_csv(first, nrows=0).columns)
+    return file_columns(table_parts(find_table(folder, stem))[0])
 
 
 def read_table(folder: str | Path, stem: str, columns: list[str] | None = None) -> pd.DataFrame:
     path = find_table(folder, stem)
     parts = table_parts(path)
+    _check_columns(path, file_columns(parts[0]), columns)
     try:
         if parts[0].name.endswith(".parquet"):
-            _check_columns(path, pq.read_schema(parts[0]).names, columns)
             files: Any = parts[0] if path.is_file() else [str(p) for p in parts]  # pandas reads a list of parts
             return pd.read_parquet(files, columns=columns)
         frames = [pd.read_csv(p, usecols=columns, low_memory=False) for p in parts]
-    except ValueError as err:
-        raise DataError(f"{path}: {err}") from None
+    except (OSError, ValueError, EOFError, pa.ArrowException) as err:
+        raise DataError(f"{path} cannot be read: {_first_line(err)} (fix: write the table again)") from None
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 

@@ -5,31 +5,16 @@ finds the old or the new folder, never none."""
 from __future__ import annotations
 
 import shutil
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from pipelines.cli import main
 from recsys.errors import OutputError
 from recsys.io import OUTPUT_MARKER, _renameat2, check_output, claim_folder, output_folder, output_kind, remove_output
 from recsys.training.checkpoint import CheckpointStore
 
-
-def run_main(args: list[object], monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """`recsys ARGS` in this process (the console script's own `main`): (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["recsys", *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    return int(done.value.code or 0), capsys.readouterr().err
-
-
-def assert_refused(code: int, err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "fix:" in lines[0] and all(n in lines[0] for n in needles), lines[0]
+from .helpers import assert_refused, run_main
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -53,7 +38,7 @@ def test_build_features_refuses_a_folder_of_unrelated_files_and_leaves_them(
     (mine / "thesis.tex").write_text("months of work")
     code, err = run_main(["build-features", "--spec", "synthetic", "--raw", raw_copy, "--out", mine, "--quiet"],
                          monkeypatch, capsys)
-    assert_refused(code, err, str(mine), "did not write", "new or empty folder")
+    assert_refused(code, err, str(mine), "did not write", "fix: pass a new or empty folder")
     assert snapshot(mine) == {"thesis.tex": b"months of work"}
 
 

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from recsys.errors import DataError
+from recsys.features.checks import check_numeric_columns
 from recsys.features.pipeline import FeaturePipeline, count_column, pos_column
 from recsys.features.raw import RawData, column_values, load_raw
 from recsys.features.splits import write_split
@@ -72,6 +73,7 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
 
     t0 = time.perf_counter()
     raw = load_raw(spec, raw_dir)
+    check_numeric_columns(spec, raw.frame)
     log(f"read {len(raw.frame):,} impressions ({time.perf_counter() - t0:.1f}s)")
     add_statistics(spec, raw)
     log(f"point-in-time statistics: {list(spec.statistics)} ({time.perf_counter() - t0:.1f}s)")
