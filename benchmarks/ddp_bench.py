@@ -23,7 +23,9 @@ Run it alone (prints a table on stderr and ONE JSON line on stdout):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -36,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from stream_bench import DEFAULT_WORKDIR, machine, synthetic_features  # noqa: E402
@@ -69,22 +72,69 @@ def _dist(no_allreduce: bool) -> Dist:
 
 
 # ------------------------------------------------------------------------------------------ workers
-def nproc_worker(features: Path, threads: int, no_allreduce: bool) -> dict[str, Any] | None:
+def _setup(features: Path, threads: int, d: Dist) -> tuple[Any, Any, Any]:
+    """(the rank's in-memory epoch data, the model, the training config) of the features."""
     from pipelines.train import load_features
     from recsys.model import WideDeep, WideDeepConfig
-    from recsys.training import ParquetSource, RunSettings, epoch_data, train, uses_sparse_grad
+    from recsys.training import ParquetSource, RunSettings, epoch_data, uses_sparse_grad
 
     torch.set_num_threads(threads)
-    d = _dist(no_allreduce)
     spec, pipeline, _ = load_features(features)
     cfg = spec.training.model_copy(update={"epochs": 1, "patience": 1})
     data, _ = epoch_data(ParquetSource(features, "train", spec.label), RunSettings(data="memory"), cfg.batch_size,
                          cfg.seed, d.rank, d.world)
     torch.manual_seed(0)
     model = WideDeep(WideDeepConfig.from_layout(pipeline.layout, spec.model, sparse_grad=uses_sparse_grad(cfg)))
+    return data, model, cfg
+
+
+def nproc_worker(features: Path, threads: int, no_allreduce: bool) -> dict[str, Any] | None:
+    from recsys.training import train
+
+    d = _dist(no_allreduce)
+    data, model, cfg = _setup(features, threads, d)
     result = train(model, data, None, cfg, progress=False, dist=d)
     d.close()
     return {"samples_per_s": round(result.samples_per_second), "rows": data.plan.rows} if d.is_main else None
+
+
+def share_worker(features: Path, threads: int, block: int) -> dict[str, Any] | None:
+    """One epoch's steps in blocks of `block`, alternately with DDP's gradient all-reduce and under
+    DDP's no_sync (the same forward, backward and optimizer step, gradients left local), each block
+    timed from a barrier to a barrier: the all-reduce's share of the step, A/B in the same processes
+    at the same moments (separate runs on a shared host drift by more than the share)."""
+    from recsys.training import build_optimizers
+
+    d = Dist.from_env()
+    data, model, cfg = _setup(features, threads, d)
+    net = d.wrap(model)
+    optimizers, loss_fn = build_optimizers(model, cfg), nn.BCEWithLogitsLoss()
+    times: dict[bool, list[float]] = {True: [], False: []}
+    batches = iter(data.epoch(1))
+    for i in itertools.count():
+        sync = i % 2 == 0
+        d.barrier()
+        t0, n = time.perf_counter(), 0
+        with contextlib.nullcontext() if sync else net.no_sync():  # type: ignore[operator]
+            for batch, _ in itertools.islice(batches, block):
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss_fn(net(batch), batch.label).backward()
+                for opt in optimizers:
+                    opt.step()
+                n += 1
+        d.barrier()
+        if n < block:
+            break
+        if i >= 2:  # the first pair warms up
+            times[sync].append((time.perf_counter() - t0) / n * 1000)
+    d.close()
+    if not d.is_main:
+        return None
+    with_ms, without_ms = float(np.median(times[True])), float(np.median(times[False]))
+    return {"step_ms_allreduce": round(with_ms, 2), "step_ms_no_sync": round(without_ms, 2),
+            "allreduce_share": round(1 - without_ms / with_ms, 3), "blocks": len(times[True]),
+            "block_steps": block}
 
 
 def grads_worker(rows: int, sparse: bool, no_allreduce: bool, steps: int) -> dict[str, Any] | None:
@@ -154,12 +204,16 @@ def nproc(args: argparse.Namespace) -> dict[str, Any]:
     best = {k: max(v) for k, v in cells.items()}
     ddp, free = best[f"{args.nproc} processes"], best[f"{args.nproc} no all-reduce"]
     share = 1 - ddp / free  # time per sample with / without the all-reduce
+    inrun = launch(args.nproc, ["share-worker", str(features), "--threads", str(per), "--block", str(args.block)])
     print(f"\n{'runner':<24}{'threads each':>13}{'samples/s':>12}  runs", file=sys.stderr)
     for k, v in cells.items():
         print(f"{k:<24}{(args.threads if k == '1 process' else per):>13}{best[k]:>12,}  {v}", file=sys.stderr)
-    print(f"all-reduce share of the {args.nproc}-process step: {share:.1%}", file=sys.stderr)
+    print(f"all-reduce share of the {args.nproc}-process step: {share:.1%} (best runs); in one run, blocks of "
+          f"{args.block} steps with and without it alternating: {inrun['allreduce_share']:.1%} "
+          f"({inrun['step_ms_allreduce']} vs {inrun['step_ms_no_sync']} ms a step, medians of {inrun['blocks']} "
+          f"blocks each)", file=sys.stderr)
     return {"benchmark": "ddp-nproc", "impressions": args.impressions, "nproc": args.nproc, "threads": args.threads,
-            "samples_per_s": best, "runs": cells, "allreduce_share": round(share, 3)}
+            "samples_per_s": best, "runs": cells, "allreduce_share": round(share, 3), "in_run": inrun}
 
 
 def grads(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--nproc", type=int, default=2)
     n.add_argument("--threads", type=int, default=2, help="threads in all: 1×T vs N×T/N")
     n.add_argument("--repeats", type=int, default=2)
+    n.add_argument("--block", type=int, default=20, help="steps a block in the in-run all-reduce A/B")
     n.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     m = sub.add_parser("same-model")
     m.add_argument("--nproc", type=int, default=2)
@@ -254,14 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     nw.add_argument("features", type=Path)
     nw.add_argument("--threads", type=int, required=True)
     nw.add_argument("--no-allreduce", action="store_true")
+    sw = sub.add_parser("share-worker")
+    sw.add_argument("features", type=Path)
+    sw.add_argument("--threads", type=int, required=True)
+    sw.add_argument("--block", type=int, required=True)
     gw = sub.add_parser("grads-worker")
     gw.add_argument("--rows", type=int, required=True)
     gw.add_argument("--steps", type=int, required=True)
     gw.add_argument("--sparse", action="store_true")
     gw.add_argument("--no-allreduce", action="store_true")
     args = p.parse_args(argv)
-    if args.command in ("nproc-worker", "grads-worker"):
+    if args.command in ("nproc-worker", "share-worker", "grads-worker"):
         out = nproc_worker(args.features, args.threads, args.no_allreduce) if args.command == "nproc-worker" else \
+            share_worker(args.features, args.threads, args.block) if args.command == "share-worker" else \
             grads_worker(args.rows, args.sparse, args.no_allreduce, args.steps)
         if out is not None:
             print(json.dumps(out))
