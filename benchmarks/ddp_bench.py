@@ -219,19 +219,21 @@ def nproc(args: argparse.Namespace) -> dict[str, Any]:
 def grads(args: argparse.Namespace) -> dict[str, Any]:
     rows_out = []
     for rows in args.rows:
-        cell: dict[str, Any] = {"rows": rows, "elements": rows * 16}
-        for sparse in (False, True):
-            kind = "sparse" if sparse else "dense"
-            base = ["grads-worker", "--rows", str(rows), "--steps", str(args.steps)] + (["--sparse"] if sparse else [])
-            cell[f"{kind}_1proc_ms"] = launch(1, base)["step_ms"]
-            cell[f"{kind}_ddp_ms"] = launch(2, base)["step_ms"]
-            cell[f"{kind}_ddp_noop_ms"] = launch(2, [*base, "--no-allreduce"])["step_ms"]
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.repeats):  # interleaved; a cell's best run is the one the other jobs disturbed least
+            for sparse in (False, True):
+                kind = "sparse" if sparse else "dense"
+                base = ["grads-worker", "--rows", str(rows), "--steps", str(args.steps)] + (["--sparse"] * sparse)
+                for name, n, extra in (("1proc", 1, []), ("ddp", 2, []), ("ddp_noop", 2, ["--no-allreduce"])):
+                    runs.setdefault(f"{kind}_{name}_ms", []).append(launch(n, [*base, *extra])["step_ms"])
+        cell: dict[str, Any] = {"rows": rows, "elements": rows * 16, **{k: min(v) for k, v in runs.items()},
+                                "runs": runs}
         rows_out.append(cell)
         print(f"{rows:>11,} rows: dense {cell['dense_ddp_ms']:>8.1f} ms (no all-reduce {cell['dense_ddp_noop_ms']:.1f},"
               f" 1 proc {cell['dense_1proc_ms']:.1f})  sparse {cell['sparse_ddp_ms']:>7.1f} ms (no all-reduce "
               f"{cell['sparse_ddp_noop_ms']:.1f}, 1 proc {cell['sparse_1proc_ms']:.1f})", file=sys.stderr)
     return {"benchmark": "ddp-embedding-grads", "dim": 16, "ids_per_step": 1024 * 15, "optimizer": "adagrad",
-            "steps": args.steps, "results": rows_out}
+            "steps": args.steps, "repeats": args.repeats, "results": rows_out}
 
 
 def same_model_data(work: Path, movielens: Path) -> dict[str, Path]:
@@ -305,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")],
                    default=[10_000, 100_000, 1_000_000, 4_000_000])
     g.add_argument("--steps", type=int, default=30)
+    g.add_argument("--repeats", type=int, default=3)
     nw = sub.add_parser("nproc-worker")
     nw.add_argument("features", type=Path)
     nw.add_argument("--threads", type=int, required=True)
