@@ -23,7 +23,9 @@ Run it alone (prints a table on stderr and ONE JSON line on stdout):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -36,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from stream_bench import DEFAULT_WORKDIR, machine, synthetic_features  # noqa: E402
@@ -69,22 +72,69 @@ def _dist(no_allreduce: bool) -> Dist:
 
 
 # ------------------------------------------------------------------------------------------ workers
-def nproc_worker(features: Path, threads: int, no_allreduce: bool) -> dict[str, Any] | None:
+def _setup(features: Path, threads: int, d: Dist) -> tuple[Any, Any, Any]:
+    """(the rank's in-memory epoch data, the model, the training config) of the features."""
     from pipelines.train import load_features
     from recsys.model import WideDeep, WideDeepConfig
-    from recsys.training import ParquetSource, RunSettings, epoch_data, train, uses_sparse_grad
+    from recsys.training import ParquetSource, RunSettings, epoch_data, uses_sparse_grad
 
     torch.set_num_threads(threads)
-    d = _dist(no_allreduce)
     spec, pipeline, _ = load_features(features)
     cfg = spec.training.model_copy(update={"epochs": 1, "patience": 1})
     data, _ = epoch_data(ParquetSource(features, "train", spec.label), RunSettings(data="memory"), cfg.batch_size,
                          cfg.seed, d.rank, d.world)
     torch.manual_seed(0)
     model = WideDeep(WideDeepConfig.from_layout(pipeline.layout, spec.model, sparse_grad=uses_sparse_grad(cfg)))
+    return data, model, cfg
+
+
+def nproc_worker(features: Path, threads: int, no_allreduce: bool) -> dict[str, Any] | None:
+    from recsys.training import train
+
+    d = _dist(no_allreduce)
+    data, model, cfg = _setup(features, threads, d)
     result = train(model, data, None, cfg, progress=False, dist=d)
     d.close()
     return {"samples_per_s": round(result.samples_per_second), "rows": data.plan.rows} if d.is_main else None
+
+
+def share_worker(features: Path, threads: int, block: int) -> dict[str, Any] | None:
+    """One epoch's steps in blocks of `block`, alternately with DDP's gradient all-reduce and under
+    DDP's no_sync (the same forward, backward and optimizer step, gradients left local), each block
+    timed from a barrier to a barrier: the all-reduce's share of the step, A/B in the same processes
+    at the same moments (separate runs on a shared host drift by more than the share)."""
+    from recsys.training import build_optimizers
+
+    d = Dist.from_env()
+    data, model, cfg = _setup(features, threads, d)
+    net = d.wrap(model)
+    optimizers, loss_fn = build_optimizers(model, cfg), nn.BCEWithLogitsLoss()
+    times: dict[bool, list[float]] = {True: [], False: []}
+    batches = iter(data.epoch(1))
+    for i in itertools.count():
+        sync = i % 2 == 0
+        d.barrier()
+        t0, n = time.perf_counter(), 0
+        with contextlib.nullcontext() if sync else net.no_sync():  # type: ignore[operator]
+            for batch, _ in itertools.islice(batches, block):
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss_fn(net(batch), batch.label).backward()
+                for opt in optimizers:
+                    opt.step()
+                n += 1
+        d.barrier()
+        if n < block:
+            break
+        if i >= 2:  # the first pair warms up
+            times[sync].append((time.perf_counter() - t0) / n * 1000)
+    d.close()
+    if not d.is_main:
+        return None
+    with_ms, without_ms = float(np.median(times[True])), float(np.median(times[False]))
+    return {"step_ms_allreduce": round(with_ms, 2), "step_ms_no_sync": round(without_ms, 2),
+            "allreduce_share": round(1 - without_ms / with_ms, 3), "blocks": len(times[True]),
+            "block_steps": block}
 
 
 def grads_worker(rows: int, sparse: bool, no_allreduce: bool, steps: int) -> dict[str, Any] | None:
@@ -154,30 +204,36 @@ def nproc(args: argparse.Namespace) -> dict[str, Any]:
     best = {k: max(v) for k, v in cells.items()}
     ddp, free = best[f"{args.nproc} processes"], best[f"{args.nproc} no all-reduce"]
     share = 1 - ddp / free  # time per sample with / without the all-reduce
+    inrun = launch(args.nproc, ["share-worker", str(features), "--threads", str(per), "--block", str(args.block)])
     print(f"\n{'runner':<24}{'threads each':>13}{'samples/s':>12}  runs", file=sys.stderr)
     for k, v in cells.items():
         print(f"{k:<24}{(args.threads if k == '1 process' else per):>13}{best[k]:>12,}  {v}", file=sys.stderr)
-    print(f"all-reduce share of the {args.nproc}-process step: {share:.1%}", file=sys.stderr)
+    print(f"all-reduce share of the {args.nproc}-process step: {share:.1%} (best runs); in one run, blocks of "
+          f"{args.block} steps with and without it alternating: {inrun['allreduce_share']:.1%} "
+          f"({inrun['step_ms_allreduce']} vs {inrun['step_ms_no_sync']} ms a step, medians of {inrun['blocks']} "
+          f"blocks each)", file=sys.stderr)
     return {"benchmark": "ddp-nproc", "impressions": args.impressions, "nproc": args.nproc, "threads": args.threads,
-            "samples_per_s": best, "runs": cells, "allreduce_share": round(share, 3)}
+            "samples_per_s": best, "runs": cells, "allreduce_share": round(share, 3), "in_run": inrun}
 
 
 def grads(args: argparse.Namespace) -> dict[str, Any]:
     rows_out = []
     for rows in args.rows:
-        cell: dict[str, Any] = {"rows": rows, "elements": rows * 16}
-        for sparse in (False, True):
-            kind = "sparse" if sparse else "dense"
-            base = ["grads-worker", "--rows", str(rows), "--steps", str(args.steps)] + (["--sparse"] if sparse else [])
-            cell[f"{kind}_1proc_ms"] = launch(1, base)["step_ms"]
-            cell[f"{kind}_ddp_ms"] = launch(2, base)["step_ms"]
-            cell[f"{kind}_ddp_noop_ms"] = launch(2, [*base, "--no-allreduce"])["step_ms"]
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.repeats):  # interleaved; a cell's best run is the one the other jobs disturbed least
+            for sparse in (False, True):
+                kind = "sparse" if sparse else "dense"
+                base = ["grads-worker", "--rows", str(rows), "--steps", str(args.steps)] + (["--sparse"] * sparse)
+                for name, n, extra in (("1proc", 1, []), ("ddp", 2, []), ("ddp_noop", 2, ["--no-allreduce"])):
+                    runs.setdefault(f"{kind}_{name}_ms", []).append(launch(n, [*base, *extra])["step_ms"])
+        cell: dict[str, Any] = {"rows": rows, "elements": rows * 16, **{k: min(v) for k, v in runs.items()},
+                                "runs": runs}
         rows_out.append(cell)
         print(f"{rows:>11,} rows: dense {cell['dense_ddp_ms']:>8.1f} ms (no all-reduce {cell['dense_ddp_noop_ms']:.1f},"
               f" 1 proc {cell['dense_1proc_ms']:.1f})  sparse {cell['sparse_ddp_ms']:>7.1f} ms (no all-reduce "
               f"{cell['sparse_ddp_noop_ms']:.1f}, 1 proc {cell['sparse_1proc_ms']:.1f})", file=sys.stderr)
     return {"benchmark": "ddp-embedding-grads", "dim": 16, "ids_per_step": 1024 * 15, "optimizer": "adagrad",
-            "steps": args.steps, "results": rows_out}
+            "steps": args.steps, "repeats": args.repeats, "results": rows_out}
 
 
 def same_model_data(work: Path, movielens: Path) -> dict[str, Path]:
@@ -241,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--nproc", type=int, default=2)
     n.add_argument("--threads", type=int, default=2, help="threads in all: 1×T vs N×T/N")
     n.add_argument("--repeats", type=int, default=2)
+    n.add_argument("--block", type=int, default=20, help="steps a block in the in-run all-reduce A/B")
     n.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     m = sub.add_parser("same-model")
     m.add_argument("--nproc", type=int, default=2)
@@ -250,18 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")],
                    default=[10_000, 100_000, 1_000_000, 4_000_000])
     g.add_argument("--steps", type=int, default=30)
+    g.add_argument("--repeats", type=int, default=3)
     nw = sub.add_parser("nproc-worker")
     nw.add_argument("features", type=Path)
     nw.add_argument("--threads", type=int, required=True)
     nw.add_argument("--no-allreduce", action="store_true")
+    sw = sub.add_parser("share-worker")
+    sw.add_argument("features", type=Path)
+    sw.add_argument("--threads", type=int, required=True)
+    sw.add_argument("--block", type=int, required=True)
     gw = sub.add_parser("grads-worker")
     gw.add_argument("--rows", type=int, required=True)
     gw.add_argument("--steps", type=int, required=True)
     gw.add_argument("--sparse", action="store_true")
     gw.add_argument("--no-allreduce", action="store_true")
     args = p.parse_args(argv)
-    if args.command in ("nproc-worker", "grads-worker"):
+    if args.command in ("nproc-worker", "share-worker", "grads-worker"):
         out = nproc_worker(args.features, args.threads, args.no_allreduce) if args.command == "nproc-worker" else \
+            share_worker(args.features, args.threads, args.block) if args.command == "share-worker" else \
             grads_worker(args.rows, args.sparse, args.no_allreduce, args.steps)
         if out is not None:
             print(json.dumps(out))

@@ -97,6 +97,8 @@ def encoded_features(work: Path, template: Path, rows: int, chunk: int = 1_000_0
         with pq.ParquetWriter(parts / f"part-{part:05d}.parquet", table(1).schema, compression="lz4") as w:
             for s in range(start, min(start + 5 * chunk, rows), chunk):
                 w.write_table(table(min(chunk, rows - s)))
+        print(f"  {time.strftime('%H:%M:%S')} wrote {min(start + 5 * chunk, rows):,} of {rows:,} rows",
+              file=sys.stderr, flush=True)
     pq.write_table(table(chunk), out / "valid.parquet", compression="lz4")
     for f in ("spec.yaml", "transforms.json"):
         shutil.copy(template / f, out / f)
@@ -108,9 +110,11 @@ def encoded_features(work: Path, template: Path, rows: int, chunk: int = 1_000_0
 
 
 # ------------------------------------------------------------------------------------------ worker
-def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int, seconds: float) -> dict[str, Any]:
+def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int, seconds: float,
+           log_every: float) -> dict[str, Any]:
     """One training run in this process: one epoch of recsys.training.train, no validation; or,
-    with `seconds`, the same steps over the start of the epoch until that much time has passed."""
+    with `seconds` or `log_every`, the same steps over the epoch (its start until `seconds` have
+    passed, when given), logging progress every `log_every` seconds."""
     import torch
 
     from pipelines.train import load_features
@@ -121,31 +125,31 @@ def worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int,
     spec, pipeline, _ = load_features(features)
     cfg = spec.training.model_copy(update={"epochs": epochs, "patience": epochs})
     t0 = time.perf_counter()
-    data, how = epoch_data(ParquetSource(features, "train", spec.label), RunSettings(data=mode,  # type: ignore[arg-type]
-                                                                                     memory_budget_mb=budget_mb),
-                           cfg.batch_size, cfg.seed)
+    data, how = epoch_data(ParquetSource(features, "train", spec.label),
+                           RunSettings(data=mode, memory_budget_mb=budget_mb), cfg.batch_size, cfg.seed)
     load = time.perf_counter() - t0
     torch.manual_seed(0)
     model = WideDeep(WideDeepConfig.from_layout(pipeline.layout, spec.model, sparse_grad=uses_sparse_grad(cfg)))
-    if seconds:
+    if seconds or log_every:
         return {"mode": mode, "rows": data.plan.rows, "how": how, "load_s": round(load, 2),
-                **timed_steps(model, data, cfg, seconds),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+                **timed_steps(model, data, cfg, seconds, log_every), "peak_rss_mb": _peak_rss_mb()}
     result = train(model, data, None, cfg, progress=False)
     return {"mode": mode, "rows": data.plan.rows, "how": how, "load_s": round(load, 2),
             "epoch_s": round(result.seconds, 2), "samples_per_s": round(result.samples_per_second),
             "wall_samples_per_s": round(data.plan.rows * epochs / (time.perf_counter() - t0)),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": _peak_rss_mb()}
 
 
-def timed_steps(model: Any, data: Any, cfg: Any, seconds: float) -> dict[str, Any]:
-    """The train loop's step (as recsys.training.train takes it) over the first `seconds` of an epoch."""
+def timed_steps(model: Any, data: Any, cfg: Any, seconds: float, log_every: float) -> dict[str, Any]:
+    """The train loop's step (as recsys.training.train takes it) over the first `seconds` of an epoch
+    (0: the whole epoch), with a progress line on stderr every `log_every` seconds (0: none)."""
     import torch
 
     from recsys.training import build_optimizers
 
     optimizers, loss_fn = build_optimizers(model, cfg), torch.nn.BCEWithLogitsLoss()
     rows, t0 = 0, time.perf_counter()
+    logged = t0
     for batch, _ in data.epoch(1):
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -153,20 +157,32 @@ def timed_steps(model: Any, data: Any, cfg: Any, seconds: float) -> dict[str, An
         for opt in optimizers:
             opt.step()
         rows += len(batch)
-        if time.perf_counter() - t0 > seconds:
+        now = time.perf_counter()
+        if log_every and now - logged >= log_every:
+            logged = now
+            print(f"  {time.strftime('%H:%M:%S')} {rows:,} of {data.plan.rows:,} rows in {now - t0:,.0f}s: "
+                  f"{rows / (now - t0):,.0f} samples/s, peak RSS so far {_peak_rss_mb():,} MB", file=sys.stderr,
+                  flush=True)
+        if seconds and now - t0 > seconds:
             break
     spent = time.perf_counter() - t0
     return {"epoch_s": round(spent, 2), "samples_per_s": round(rows / spent), "rows_trained": rows}
 
 
+def _peak_rss_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def run_worker(features: Path, mode: str, budget_mb: int, threads: int, epochs: int = 1,
-               seconds: float = 0) -> dict[str, Any]:
+               seconds: float = 0, log_every: float = 0) -> dict[str, Any]:
+    """The worker in its own process; its stderr (progress, warnings) passes through to ours."""
     cmd = [sys.executable, __file__, "worker", str(features), "--mode", mode, "--budget-mb", str(budget_mb),
-           "--threads", str(threads), "--epochs", str(epochs), "--seconds", str(seconds)]
+           "--threads", str(threads), "--epochs", str(epochs), "--seconds", str(seconds), "--log-every",
+           str(log_every)]
     # OMP_WAIT_POLICY=PASSIVE: on a shared host, spinning OpenMP workers take the cores from the
     # thread they wait for (measured: 80 vs 660 ms a step at 2 threads, load ~11 on 2 cores).
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {mode:<7}{result['rows']:>12,} rows  {result['samples_per_s']:>9,} samples/s  "
           f"{result['peak_rss_mb']:>7,} MB peak RSS  ({result['how'].split(';')[0]})", file=sys.stderr)
@@ -215,7 +231,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 def big(args: argparse.Namespace) -> dict[str, Any]:
     template = synthetic_features(args.workdir, 1_000_000)
     features = encoded_features(args.workdir, template, args.rows)
-    result = run_worker(features, "stream", args.stream_budget_mb, args.threads, seconds=args.seconds)
+    result = run_worker(features, "stream", args.stream_budget_mb, args.threads, seconds=args.seconds,
+                        log_every=args.log_every)
     rows = result.get("rows_trained", result["rows"])
     print(f"\n{rows:,} rows streamed in {result['epoch_s']:,.0f}s: {result['samples_per_s']:,} samples/s, "
           f"peak RSS {result['peak_rss_mb']:,} MB (budget {args.stream_budget_mb:,} MiB)", file=sys.stderr)
@@ -234,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="larger data sets train only --seconds of their epoch (0 = whole epochs)")
     b = sub.add_parser("big")
     b.add_argument("--rows", type=int, default=100_000_000)
+    b.add_argument("--log-every", type=float, default=60, help="a progress line every this many seconds")
     for q in (c, b):
         q.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
         q.add_argument("--threads", type=int, default=2)
@@ -246,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--threads", type=int, required=True)
     w.add_argument("--epochs", type=int, default=1)
     w.add_argument("--seconds", type=float, default=0)
+    w.add_argument("--log-every", type=float, default=0)
     args = p.parse_args(argv)
     if args.command == "worker":
-        print(json.dumps(worker(args.features, args.mode, args.budget_mb, args.threads, args.epochs, args.seconds)))
+        print(json.dumps(worker(args.features, args.mode, args.budget_mb, args.threads, args.epochs, args.seconds,
+                                args.log_every)))
         return 0
     t0 = time.perf_counter()
     out = compare(args) if args.command == "compare" else big(args)

@@ -35,10 +35,22 @@ def _err(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
 
 
+def _progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal: in a log file or a pipe they are thousands of lines."""
+    return not quiet and sys.stderr.isatty()
+
+
+Port = Annotated[int, typer.Option(min=1, max=65535)]
+
+
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="folder for impressions/users/items parquet")] = Path("data/synthetic"),
-    users: int = 5_000, items: int = 3_000, impressions: int = 400_000, days: int = 28, seed: int = 0,
+    users: Annotated[int, typer.Option(min=1)] = 5_000,
+    items: Annotated[int, typer.Option(min=1)] = 3_000,
+    impressions: Annotated[int, typer.Option(min=1)] = 400_000,
+    days: Annotated[int, typer.Option(min=1)] = 28,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
 ) -> None:
     """Synthetic short-video feed data with a planted click model (true_prob kept per impression)."""
     from pipelines.generate import SyntheticConfig, write
@@ -87,7 +99,7 @@ def build_features(
         if split not in ("time", "random"):
             raise RecsysError(f"--split must be 'time' or 'random', got '{split}'")
         s = s.model_copy(update={"split": s.split.model_copy(update={"method": split})})
-    run(s, raw, out, progress=not quiet, engine=engine, **_engine_options(engine, master, conf, spark_config))
+    run(s, raw, out, progress=_progress(quiet), engine=engine, **_engine_options(engine, master, conf, spark_config))
 
 
 def _engine_options(engine: str, master: str | None, conf: list[str] | None, config: Path | None) -> dict[str, Any]:
@@ -141,7 +153,8 @@ def train(
                       {"data": data, "memory_budget_mb": memory_budget_mb, "shuffle_window_rows": shuffle_window,
                        "data_shards": data_shards, "checkpoint_dir": checkpoint_dir,
                        "checkpoint_every_steps": checkpoint_every, "keep_checkpoints": keep_checkpoints},
-                      nproc=nproc, max_restarts=max_restarts, resume=resume, init_from=init_from, progress=not quiet)
+                      nproc=nproc, max_restarts=max_restarts, resume=resume, init_from=init_from,
+                      progress=_progress(quiet))
     except WorkerFailed as err:  # not bad input: exit 1 (SystemExit, which click passes through)
         _err(f"training failed: {err}")
         sys.exit(1)
@@ -157,7 +170,7 @@ def evaluate(
     """AUC, logloss, NDCG@10, Recall@10, calibration vs popularity and wide-only baselines."""
     from pipelines.evaluate import run_evaluate
 
-    run_evaluate(model, features, out, progress=not quiet)
+    run_evaluate(model, features, out, progress=_progress(quiet))
 
 
 @app.command()
@@ -168,7 +181,7 @@ def demo(
     items: Annotated[int, typer.Option(min=1, help="synthetic videos")] = DEMO_ITEMS,
     impressions: Annotated[int, typer.Option(min=1, help="synthetic impressions")] = DEMO_IMPRESSIONS,
     host: str = "127.0.0.1",
-    port: int = 8000,
+    port: Port = 8000,
 ) -> None:
     """generate → build-features → train → evaluate on synthetic data, then serve the model."""
     from pipelines.demo import run_demo
@@ -182,8 +195,9 @@ def materialize(
     raw: Annotated[Path, typer.Option(help="folder with impressions, users, items tables")],
     redis_url: Annotated[Optional[str], typer.Option(envvar="REDIS_URL", help="redis://host:port/db")] = None,
     prefix: Annotated[str, typer.Option(help="key prefix: {prefix}:v{feature_version}:u|i:{id}")] = "rec",
-    as_of: Annotated[Optional[int], typer.Option(help="statistics from events strictly before this unix time")] = None,
-    ttl: Annotated[Optional[int], typer.Option(help="expire records after this many seconds")] = None,
+    as_of: Annotated[Optional[int], typer.Option(
+        min=0, help="statistics from events strictly before this unix time")] = None,
+    ttl: Annotated[Optional[int], typer.Option(min=1, help="expire records after this many seconds")] = None,
     quiet: bool = False,
 ) -> None:
     """Load user and item rows + impression statistics into Redis under versioned keys (idempotent)."""
@@ -192,7 +206,7 @@ def materialize(
     if not redis_url:
         raise RecsysError("materialize writes to Redis: pass --redis-url URL or set REDIS_URL "
                           "(the embedded store is filled by `recsys serve --raw DIR` itself)")
-    run_materialize(model, raw, redis_url, prefix=prefix, as_of=as_of, ttl_s=ttl, progress=not quiet)
+    run_materialize(model, raw, redis_url, prefix=prefix, as_of=as_of, ttl_s=ttl, progress=_progress(quiet))
 
 
 @app.command()
@@ -201,9 +215,9 @@ def serve(
     raw: Annotated[Optional[Path], typer.Option(help="raw tables that fill the embedded store (no Redis)")] = None,
     redis_url: Annotated[Optional[str], typer.Option(envvar="REDIS_URL", help="serve features from Redis")] = None,
     host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads per worker (default 1)")] = None,
+    port: Port = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per worker (default 1)")] = None,
     prefix: Annotated[Optional[str], typer.Option(help="key prefix used by materialize")] = None,
     access_log: bool = False,
 ) -> None:
@@ -225,6 +239,13 @@ def main() -> None:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
     except typer.Abort:
         sys.exit(130)
+    except typer.BadParameter as err:  # a value out of range or of the wrong type: one line
+        if type(err).__name__ == "MissingParameter":  # a required option left out: click's usage text
+            err.show()
+        else:
+            command = err.ctx.command_path if err.ctx else "recsys"
+            _err(f"{err.format_message()} (fix: see `{command} --help`)")
+        sys.exit(2)
     except typer.TyperException as err:  # usage errors (typer bundles its own click: not click.ClickException)
         show = getattr(err, "show", None)
         if show:

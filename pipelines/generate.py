@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys.features.statistics import point_in_time_counts
-from recsys.io import write_arrow
+from recsys.io import check_output, output_folder, write_arrow
 
 __all__ = ["SyntheticConfig", "generate"]
 
@@ -133,12 +133,13 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
 
 
 def write(cfg: SyntheticConfig, out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    paths = {}
-    for name, frame in generate(cfg).items():
-        paths[name] = out / f"{name}.parquet"
-        write_arrow(_plain_strings(pa.Table.from_pandas(frame, preserve_index=False)), paths[name])
-    return paths
+    """The three tables as parquet in the folder `out` (replaced as a whole: `recsys.io.output_folder`)."""
+    check_output(out, "raw-tables")  # before the work
+    tables = generate(cfg)
+    with output_folder(out, "raw-tables") as tmp:
+        for name, frame in tables.items():
+            write_arrow(_plain_strings(pa.Table.from_pandas(frame, preserve_index=False)), tmp / f"{name}.parquet")
+    return {name: Path(out) / f"{name}.parquet" for name in tables}
 
 
 def _plain_strings(table: pa.Table) -> pa.Table:

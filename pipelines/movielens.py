@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import DataError
-from recsys.io import write_table
+from recsys.io import check_output, output_folder, write_table
 
 __all__ = ["GENRES", "load_movielens", "import_movielens"]
 
@@ -68,9 +68,10 @@ def load_movielens(path: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def import_movielens(path: str | Path, out: str | Path) -> dict[str, Path]:
-    out = Path(out)
-    written = {}
-    for name, frame in load_movielens(path).items():
-        written[name] = out / f"{name}.parquet"
-        write_table(frame, written[name])
-    return written
+    """The raw tables as parquet in the folder `out` (replaced as a whole: `recsys.io.output_folder`)."""
+    check_output(out, "raw-tables", {"PATH": path})  # before the work
+    tables = load_movielens(path)
+    with output_folder(out, "raw-tables", {"PATH": path}) as tmp:
+        for name, frame in tables.items():
+            write_table(frame, tmp / f"{name}.parquet")
+    return {name: Path(out) / f"{name}.parquet" for name in tables}

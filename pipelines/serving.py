@@ -2,8 +2,8 @@
 
 Everything that can refuse a start is checked before uvicorn runs, so that a bad setting, a bad
 artifact or an unreachable Redis is one line and exit 2 (`pipelines.cli.main`), never uvicorn's
-traceback and exit 3: the settings (by creating the app, which validates them), the artifact (full
-validation, servability, a cold-row forward) and the store (one PING).
+traceback and exit 3: the settings (by creating the app, which validates them), the address (one
+bind), the artifact (full validation, servability, a cold-row forward) and the store (one PING).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import shlex
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,18 +51,37 @@ class _Server(uvicorn.Server):
             self.on_ready()
 
 
+def _check_address(host: str, port: int) -> None:
+    """Bind the address once as uvicorn will (SO_REUSEADDR): a port in use or a host that is not an
+    address of this machine is one line here, not uvicorn's error after the app has started."""
+    from recsys.errors import RecsysError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as err:
+        raise RecsysError(f"cannot listen on {host}:{port}: {err.strerror or err} (fix: stop what uses the port or "
+                          f"pass another --port; --host must be an address of this machine)") from None
+
+
 def _check_before_start(model_dir: str | Path, redis_url: str | None, raw_dir: str | Path | None) -> None:
     from recsys.artifact import load_artifact
     from recsys.errors import DataError
+    from recsys.io import find_table
     from recsys.online import Ranker
     from recsys.store.factory import build_store
 
-    Ranker(load_artifact(model_dir)).warm_up(rows=8)  # the worker repeats this; a bad folder fails here
+    artifact = load_artifact(model_dir)
+    Ranker(artifact).warm_up(rows=8)  # the worker repeats this; a bad folder fails here
     if redis_url is None:
         raw = Path(raw_dir or os.environ["RECSYS_RAW_DIR"])
         if not raw.is_dir():
             raise DataError(f"raw tables folder {raw} not found (fix: pass --raw DIR with the tables the model "
                             f"was trained on)")
+        for stem in artifact.pipeline.spec.tables.values():
+            find_table(raw, stem)  # every file readable: a missing, empty or corrupt table is one line here
         return
 
     async def ping() -> None:
@@ -105,6 +125,7 @@ def serve_model(model_dir: str | Path, raw_dir: str | Path | None = None, host: 
                                    log_level="info")
     config = uvicorn.Config("service.app:create_app", **options)
     config.load()  # creates the app, which validates the settings: SettingsError, one line
+    _check_address(host, port)
     _check_before_start(model_dir, redis_url, raw_dir)
     hint = _hint(host, port, example_user or "any-user-id")
     if workers > 1:  # uvicorn's supervisor: no start-up hook to wait for

@@ -25,6 +25,7 @@ from recsys.artifact import load_artifact, save_artifact
 from recsys.errors import DataError, SpecError
 from recsys.features import Batch, FeaturePipeline
 from recsys.features.splits import split_files
+from recsys.io import check_output
 from recsys.metrics import all_metrics
 from recsys.model import WideDeep, WideDeepConfig
 from recsys.spec import FeatureSpec, TrainingConfig, parse_spec
@@ -43,10 +44,11 @@ from recsys.training import (
     uses_sparse_grad,
     warm_start,
 )
+from recsys.training.checkpoint import CHECKPOINTS
 from recsys.training.distributed import WorkerFailed, launch, restarts
 
 __all__ = ["load_features", "resolve_training", "run_settings", "fit_model", "popular_items", "run_train",
-           "train_command", "checkpoint_store", "POPULAR_ITEMS"]
+           "train_command", "checkpoint_store", "check_outputs", "POPULAR_ITEMS"]
 
 POPULAR_ITEMS = 2000  # candidate set the service ranks when a request brings none
 # CLI flag of each override, for error messages.
@@ -170,6 +172,16 @@ def _fingerprint(cfg: TrainingConfig, settings: RunSettings, manifest: dict[str,
             "feature_version": manifest.get("feature_version")}
 
 
+def check_outputs(features_dir: str | Path, out_dir: str | Path, settings: RunSettings,
+                  init_from: str | Path | None = None) -> None:
+    """Refuse, before any training, an artifact or checkpoint folder whose writing would replace an
+    input, the working directory or files this project did not write (`recsys.io.check_output`)."""
+    inputs = {"--features": features_dir, "--init-from": init_from}
+    check_output(out_dir, "artifact", inputs)
+    check_output(checkpoint_store(out_dir, settings).root, CHECKPOINTS, {**inputs, "--out": out_dir},
+                 flag="--checkpoint-dir")
+
+
 def _check_checkpoints(store: CheckpointStore, resume: bool) -> int | None:
     """Refuse to resume from a checkpoint of another run, or to start over one of an unfinished run.
     Returns the shuffle window the checkpoint was made with (None: a fresh run)."""
@@ -211,6 +223,7 @@ def _run(features_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any
     spec = spec.model_copy(update={"training": cfg})
     if cfg.threads or dist.active:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
+    check_outputs(features_dir, out_dir, settings, init_from)
     store = checkpoint_store(out_dir, settings, _fingerprint(cfg, settings, manifest))
     window_steps = _check_checkpoints(store, resume)
     if resume:
@@ -267,8 +280,9 @@ def train_command(features_dir: Path, out_dir: Path, overrides: dict[str, Any], 
     spec, _, manifest = load_features(features_dir)
     run = run_settings(**settings)
     resume = resume or restarts() > 0  # a rank restarted by the elastic agent continues the job
-    _check_checkpoints(checkpoint_store(out_dir, run, _fingerprint(resolve_training(spec.training, overrides), run,
-                                                                     manifest)), resume)
+    check_outputs(features_dir, out_dir, run, init_from)
+    store = checkpoint_store(out_dir, run, _fingerprint(resolve_training(spec.training, overrides), run, manifest))
+    _check_checkpoints(store, resume)
     if init_from is not None and not (Path(init_from) / "metadata.json").is_file():
         raise DataError(f"--init-from {init_from}: no artifact there (metadata.json missing)")
     if nproc > 1 and not launched_by_torchrun():
@@ -278,7 +292,6 @@ def train_command(features_dir: Path, out_dir: Path, overrides: dict[str, Any], 
         try:
             launch(nproc, [sys.executable, "-m", "pipelines.cli", *sys.argv[1:]], max_restarts)
         except WorkerFailed as err:
-            store = checkpoint_store(out_dir, run)
             raise WorkerFailed(f"{err}. Newest checkpoint: {store.describe()} in {store.root}; rerun with --resume "
                                f"to continue from it") from None
         return

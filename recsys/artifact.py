@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +41,7 @@ import yaml
 from recsys.errors import ArtifactError
 from recsys.features.batch import Batch, Encoded
 from recsys.features.pipeline import FeaturePipeline
+from recsys.io import OUTPUT_MARKER, output_folder
 from recsys.model import WideDeep, WideDeepConfig
 from recsys.spec import parse_spec
 
@@ -79,15 +79,16 @@ def _sha256(path: Path) -> str:
 
 
 def file_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file below `root` except metadata.json, keyed by its relative POSIX path,
-    sorted. A symlink is refused: it could make the artifact read a file outside its folder."""
+    """sha256 of every file below `root` except metadata.json and the folder's output marker (where
+    it came from, not what it holds), keyed by its relative POSIX path, sorted. A symlink is refused:
+    it could make the artifact read a file outside its folder."""
     out: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if path.is_symlink():
             raise ArtifactError(f"artifact {root}: {rel} is a symlink; an artifact holds only its own files "
                                 f"(fix: copy the file in and save the artifact again)")
-        if path.is_file() and rel != METADATA:
+        if path.is_file() and rel not in (METADATA, OUTPUT_MARKER):
             out[rel] = _sha256(path)
         elif not path.is_file() and not path.is_dir():
             raise ArtifactError(f"artifact {root}: {rel} is not a regular file")
@@ -152,7 +153,8 @@ def save_artifact(
     extra_metadata: dict[str, Any] | None = None,
     extra_files: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write the artifact to `out_dir` atomically (replacing an older one there). Returns its path.
+    """Write the artifact to `out_dir` atomically (replacing an older artifact there, never a folder
+    this project did not write: `recsys.io.output_folder`). Returns its path.
 
     `extra_files(folder)` may write more files (subfolders allowed) into the artifact before it is
     hashed, e.g. a retrieval index; `load_artifact` then verifies them like the standard four.
@@ -160,9 +162,7 @@ def save_artifact(
     out_dir = Path(out_dir)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     _check_weights(state, f"artifact {out_dir}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with output_folder(out_dir, "artifact") as tmp:
         safetensors.torch.save_file(state, str(tmp / "model.safetensors"))
         (tmp / "spec.yaml").write_text(pipeline.spec.to_yaml())
         (tmp / "transforms.json").write_text(json.dumps(pipeline.to_dict(), sort_keys=True, default=_json_default))
@@ -180,16 +180,6 @@ def save_artifact(
         # The version is computed from the metadata as it reads back from JSON, as load_artifact sees it.
         metadata = json.loads(json.dumps(metadata, default=_json_default))
         write_json_atomic(tmp / METADATA, {"model_version": content_version(metadata), **metadata})
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "NotFittedError",
     "ArtifactError",
     "StoreError",
+    "OutputError",
 ]
 
 
@@ -45,3 +46,10 @@ class StoreError(RecsysError):
     """The online feature store failed (unreachable, timeout)."""
 
     http_status = 503
+
+
+class OutputError(RecsysError):
+    """An output folder cannot be written safely: it is an input, the working directory or one above
+    it, or a folder of files this project did not write (which it never replaces or deletes)."""
+
+    http_status = 409

@@ -33,10 +33,20 @@ def roc_curve(label: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndar
     return fps / max(fps[-1], 1.0), tps / max(tps[-1], 1.0)
 
 
-def ranking_at_k(group: np.ndarray, label: np.ndarray, score: np.ndarray, k: int = 10) -> dict[str, float]:
-    """Per-group (user) NDCG@k and Recall@k, averaged over groups with at least one positive.
+def ranking_at_k(group: np.ndarray, label: np.ndarray, score: np.ndarray, k: int = 10) -> dict[str, float | int]:
+    """Per-group (user) NDCG@k and Recall@k over the users whose rows a model can rank, with the
+    counts of the users left out, so that no mean is silently inflated:
 
-    Each user's impressions in the split are ranked by score; ties are broken by row order."""
+      users                     distinct users in the rows
+      users_no_positive         left out of both means: nothing to find
+      users_no_negative         left out of both means: every order is perfect, every model scores 1.0
+      ndcg@k, ndcg@k_users      the mean over the users with a positive and a negative, and how many
+      users_at_most_k_rows      of those, the users with k rows or fewer: all their positives are in
+                                the top k whatever the order (recall 1.0 by construction), so they
+                                are left out of Recall@k
+      recall@k, recall@k_users  the mean over the remaining users, and how many
+
+    Each user's rows are ranked by score; ties are broken by row order."""
     codes, _ = pd.factorize(np.asarray(group))
     y = np.asarray(label, dtype=np.float64)
     s = np.asarray(score, dtype=np.float64)
@@ -45,7 +55,8 @@ def ranking_at_k(group: np.ndarray, label: np.ndarray, score: np.ndarray, k: int
     idx = np.arange(len(c))
     start = np.maximum.accumulate(np.where(np.r_[True, c[1:] != c[:-1]], idx, 0))
     rank = idx - start  # 0-based rank inside the user's list
-    n_groups = codes.max() + 1 if len(codes) else 0
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    rows = np.bincount(c, minlength=n_groups)
     positives = np.bincount(c, weights=yo, minlength=n_groups)
     top = rank < k
     discount = 1.0 / np.log2(rank + 2.0)
@@ -53,12 +64,18 @@ def ranking_at_k(group: np.ndarray, label: np.ndarray, score: np.ndarray, k: int
     hits = np.bincount(c, weights=yo * top, minlength=n_groups)
     ideal_disc = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))]
     idcg = ideal_disc[np.minimum(positives, k).astype(int)]
-    has = positives > 0
-    if not has.any():
-        return {f"ndcg@{k}": float("nan"), f"recall@{k}": float("nan")}
+    ranked = (positives > 0) & (positives < rows)
+    recall_users = ranked & (rows > k)
     return {
-        f"ndcg@{k}": float(np.mean(dcg[has] / idcg[has])),
-        f"recall@{k}": float(np.mean(hits[has] / positives[has])),
+        f"ndcg@{k}": float(np.mean(dcg[ranked] / idcg[ranked])) if ranked.any() else float("nan"),
+        f"recall@{k}": float(np.mean(hits[recall_users] / positives[recall_users])) if recall_users.any()
+        else float("nan"),
+        "users": n_groups,
+        "users_no_positive": int((positives == 0).sum()),
+        "users_no_negative": int(((positives == rows) & (rows > 0)).sum()),
+        f"ndcg@{k}_users": int(ranked.sum()),
+        f"users_at_most_{k}_rows": int((ranked & (rows <= k)).sum()),
+        f"recall@{k}_users": int(recall_users.sum()),
     }
 
 
@@ -77,8 +94,8 @@ def calibration_table(label: np.ndarray, prob: np.ndarray, bins: int = 10) -> li
     ]
 
 
-def all_metrics(group: np.ndarray, label: np.ndarray, prob: np.ndarray, k: int = 10) -> dict[str, float]:
-    """The headline numbers for one model on one split."""
+def all_metrics(group: np.ndarray, label: np.ndarray, prob: np.ndarray, k: int = 10) -> dict[str, float | int]:
+    """The headline numbers for one model on one split (counts as ints)."""
     table = calibration_table(label, prob)
     total = sum(r["count"] for r in table)
     ece = sum(r["count"] * abs(r["mean_predicted"] - r["observed_rate"]) for r in table) / max(total, 1)
@@ -89,5 +106,5 @@ def all_metrics(group: np.ndarray, label: np.ndarray, prob: np.ndarray, k: int =
         "mean_predicted": float(np.mean(prob)),
         "observed_rate": float(np.mean(label)),
         "ece": float(ece),
-        "rows": float(len(label)),
+        "rows": int(len(label)),
     }

@@ -61,7 +61,11 @@ def parse_duration(value: int | str) -> int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any number: `lr: .inf` passes `gt=0` and then diverges training.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators accept
 
 
 class _NumericOptions(_Strict):
@@ -185,12 +189,12 @@ class SplitConfig(_Strict):
     method: Literal["time", "random"] = "time"
     valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ModelConfig(_Strict):
     embedding_dim: int = Field(16, ge=1, le=512)
-    hidden: list[int] = Field(default_factory=lambda: [256, 128, 64])
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 128, 64])
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     embedding_init_std: float = Field(0.01, gt=0.0)  # small init: see DESIGN §6
     # Adds the factorization-machine term (sum of pairwise dot products of the field embeddings) to
@@ -215,7 +219,7 @@ class TrainingConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(1024, ge=1)
     patience: int = Field(2, ge=0)  # epochs without valid-AUC gain before stopping
-    seed: int = 0
+    seed: Seed = 0
     threads: int | None = Field(None, ge=1)
 
 

@@ -29,10 +29,12 @@ from torch import nn
 
 from recsys.artifact import write_json_atomic
 from recsys.errors import DataError
+from recsys.io import claim_folder, remove_output
 
 __all__ = ["TrainState", "CheckpointStore", "flatten_optimizers", "restore_optimizers"]
 
 FORMAT = 1
+CHECKPOINTS = "checkpoints"  # the output kind of a checkpoint folder (recsys.io)
 
 
 @dataclass
@@ -130,7 +132,7 @@ class CheckpointStore:
              rng: torch.Tensor) -> Path:
         """`rng`: [ranks, n] uint8, each rank's torch RNG state."""
         name = f"e{state.epoch - 1 if state.step == 0 else state.epoch:04d}-s{state.step:06d}"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.claim()
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=self.root))
         try:
             _save_weights(model, tmp / "model.safetensors")
@@ -162,7 +164,7 @@ class CheckpointStore:
         return state, tensors["rng"]
 
     def save_best(self, model: nn.Module) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.claim()
         fd, tmp = tempfile.mkstemp(prefix=".best.", dir=self.root)
         os.close(fd)
         _save_weights(model, Path(tmp))
@@ -171,5 +173,10 @@ class CheckpointStore:
     def load_best(self, model: nn.Module) -> None:
         model.load_state_dict(safetensors.torch.load_file(str(self.root / "best.safetensors")))
 
+    def claim(self) -> None:
+        """Create the folder (marked as this project's), or refuse one that holds other files: the
+        store deletes older checkpoints in it, and the whole folder at the end of a run."""
+        claim_folder(self.root, CHECKPOINTS, flag="--checkpoint-dir")
+
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_output(self.root, CHECKPOINTS)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys.errors import SpecError
 from recsys.features.batch import Batch
 from recsys.metrics import auc, logloss
 from recsys.model import WideDeep
@@ -216,8 +217,8 @@ def train(
         row = {"epoch": float(epoch), "train_logloss": total / max(n, 1), "seconds": seconds,
                "samples_per_second": n / max(seconds, 1e-9)}
         if not np.isfinite(row["train_logloss"]):
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch} (loss {row['train_logloss']}); lower the learning rate")
+            raise SpecError(f"training diverged at epoch {epoch} (loss {row['train_logloss']}) (fix: lower the "
+                            f"learning rate: training.optimizer.lr in the spec, or --lr)")
         if valid is not None and any(valid.piece_rows):
             scored = score_split(model, valid, dist)
             metrics = [auc(scored[1], scored[0]), logloss(scored[1], scored[0])] if scored is not None else [0.0, 0.0]

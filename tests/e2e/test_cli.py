@@ -37,7 +37,7 @@ def test_each_step_writes_its_documented_files(pipeline_run: dict[str, Path]):
     assert {"train.parquet", "valid.parquet", "test.parquet", "transforms.json", "manifest.json"} <= {
         f.name for f in p["features"].iterdir()}
     assert sorted(f.name for f in p["model"].iterdir()) == [
-        "metadata.json", "model.safetensors", "spec.yaml", "transforms.json"]
+        ".recsys-output", "metadata.json", "model.safetensors", "spec.yaml", "transforms.json"]
     assert {"metrics.json", "report.html"} <= {f.name for f in p["report"].iterdir()}
     leftovers = [f.name for f in p["raw"].parent.iterdir() if f.name.startswith(".")]
     assert leftovers == []  # every write went through a temp name and a rename

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", *args, "--port", str(free_port())],
+    port = [] if "--port" in args else ["--port", str(free_port())]
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", *args, *port],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
 
@@ -42,6 +44,12 @@ def refusals(tiny_artifact: Path, tiny_raw: Path, tmp_path_factory: pytest.TempP
     meta["popular_items"] = ["planted"]
     (edited / "metadata.json").write_text(json.dumps(meta))
     model, raw = ["--model", str(tiny_artifact)], ["--raw", str(tiny_raw)]
+    busy = socket.create_server(("127.0.0.1", 0))  # listening until the refusals are collected
+    empty_raw = tmp / "empty-raw"
+    empty_raw.mkdir()
+    for f in ("users.parquet", "items.parquet"):
+        (empty_raw / f).write_bytes((tiny_raw / f).read_bytes())
+    (empty_raw / "impressions.parquet").write_bytes(b"")
     cases = {
         "short admin token": ([*model, *raw], _env(RECSYS_ADMIN_TOKEN="short"), ("RECSYS_ADMIN_TOKEN", "16")),
         "invalid setting": ([*model, *raw], _env(RECSYS_MAX_K="lots"), ("RECSYS_MAX_K",)),
@@ -50,6 +58,10 @@ def refusals(tiny_artifact: Path, tiny_raw: Path, tmp_path_factory: pytest.TempP
         "unreachable redis": ([*model, "--redis-url", f"redis://127.0.0.1:{free_port()}/0"], _env(),
                               ("cannot connect to redis",)),
         "missing raw folder": ([*model, "--raw", str(tmp / "nowhere")], _env(), ("--raw",)),
+        "port in use": ([*model, *raw, "--port", str(busy.getsockname()[1])], _env(), ("cannot listen", "--port")),
+        "port out of range": ([*model, *raw, "--port", "70000"], _env(), ("--port", "65535")),
+        "host not of this machine": ([*model, *raw, "--host", "192.0.2.1"], _env(), ("cannot listen", "--host")),
+        "empty raw table": ([*model, "--raw", str(empty_raw)], _env(), ("impressions.parquet", "empty")),
     }
     started = {case: (_start(args, env), needles) for case, (args, env, needles) in cases.items()}
     out = {}
@@ -60,11 +72,12 @@ def refusals(tiny_artifact: Path, tiny_raw: Path, tmp_path_factory: pytest.TempP
             proc.kill()
             stdout, stderr = proc.communicate()
         out[case] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), needles)
+    busy.close()
     return out
 
 
 CASES = ["short admin token", "invalid setting", "edited artifact", "no artifact", "unreachable redis",
-         "missing raw folder"]
+         "missing raw folder", "port in use", "port out of range", "host not of this machine", "empty raw table"]
 
 
 @pytest.mark.parametrize("case", CASES)

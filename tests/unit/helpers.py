@@ -3,12 +3,15 @@ built by hand so each test can plant exactly the values it needs."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from pipelines.cli import main
 from recsys.features import count_column, pos_column
 
 DAY = 86_400
@@ -67,3 +70,22 @@ def copy_raw(src: Path, dst: Path, **frames: pd.DataFrame) -> Path:
         frame = frames[name] if name in frames else pd.read_parquet(src / f"{name}.parquet")
         frame.to_parquet(dst / f"{name}.parquet", index=False)
     return dst
+
+
+def run_main(args: list[object], monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`recsys ARGS` in this process (the console script's own `main`): (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["recsys", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code: int, err: str, *needles: str) -> None:
+    """Exit 2, one line on stderr naming the fix and every needle, no traceback."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "fix" in lines[0] and all(n in lines[0] for n in needles), lines[0]

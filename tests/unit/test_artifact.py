@@ -17,6 +17,7 @@ from recsys.artifact import ARTIFACT_FORMAT, content_version, load_artifact, sav
 from recsys.errors import ArtifactError
 from recsys.features import Batch, FeaturePipeline
 from recsys.inference import Predictor
+from recsys.io import OUTPUT_MARKER
 from recsys.model import WideDeep
 from recsys.spec import parse_spec
 from tests.conftest import reseal_artifact
@@ -64,7 +65,7 @@ def test_metadata_records_version_config_hashes_and_extra_fields(saved: Path):
     assert set(meta["files"]) == {"model.safetensors", "spec.yaml", "transforms.json"}
     assert {"model_version", "feature_version", "model_config", "libraries", "created_at"} <= set(meta)
     assert meta["metrics"] == {"valid.auc": 0.5}
-    assert sorted(p.name for p in saved.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in saved.iterdir()) == sorted([*FILES, OUTPUT_MARKER])  # the marker: not hashed
 
 
 def test_model_version_is_a_content_hash_of_every_file_and_metadata_field(trained, tmp_path: Path):

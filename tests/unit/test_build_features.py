@@ -110,7 +110,8 @@ def test_encoded_parquet_round_trips_to_what_the_pipeline_computes(spec: Feature
 
 def test_output_folder_holds_the_splits_the_transforms_and_a_manifest(tiny_features: Path):
     names = sorted(p.name for p in tiny_features.iterdir())
-    assert names == ["manifest.json", "spec.yaml", "test.parquet", "train.parquet", "transforms.json", "valid.parquet"]
+    assert names == [".recsys-output", "manifest.json", "spec.yaml", "test.parquet", "train.parquet", "transforms.json",
+                     "valid.parquet"]
     assert not [p for p in tiny_features.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -185,9 +186,9 @@ def test_csv_tables_and_datetime_timestamps_encode_like_parquet(spec: FeatureSpe
         np.testing.assert_array_equal(a[col].astype(str), b[col].astype(str), err_msg=col)
 
 
-def test_rebuilding_into_an_existing_folder_replaces_it(spec: FeatureSpec, tiny_raw: Path, tmp_path: Path):
+def test_rebuilding_into_an_earlier_output_replaces_it(spec: FeatureSpec, tiny_raw: Path, tmp_path: Path):
     out = tmp_path / "features"
-    out.mkdir()
+    quiet_build(spec, tiny_raw, out)
     (out / "stale.txt").write_text("from an older run")
     quiet_build(spec, tiny_raw, out)
     assert not (out / "stale.txt").exists() and (out / "train.parquet").is_file()

@@ -58,16 +58,34 @@ def test_roc_curve_agrees_with_scikit_learn_and_integrates_to_the_auc(scored):
 def test_ndcg_and_recall_at_k_on_a_hand_computed_example():
     # user a: scores rank the rows  y = [1, 0, 1]  -> DCG@2 = 1/log2(2) = 1; IDCG@2 = 1 + 1/log2(3)
     #                                                recall@2 = 1 of 2 positives
-    # user b: one positive ranked 2nd of 2       -> DCG = 1/log2(3); IDCG = 1; recall@2 = 1
+    # user b: one positive ranked 2nd of 2       -> DCG = 1/log2(3); IDCG = 1; in NDCG only: with 2 rows
+    #                                                its recall@2 is 1 whatever the order
     # user c: no positive                        -> left out of both averages
-    group = np.array(["a", "a", "a", "b", "b", "c"], dtype=object)
-    label = np.array([1, 0, 1, 0, 1, 0])
-    score = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.5])
+    # user d: no negative                        -> left out of both: every order is perfect
+    group = np.array(["a", "a", "a", "b", "b", "c", "d", "d"], dtype=object)
+    label = np.array([1, 0, 1, 0, 1, 0, 1, 1])
+    score = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.5, 0.1, 0.2])
     m = ranking_at_k(group, label, score, k=2)
     ndcg_a = 1 / (1 + 1 / math.log2(3))
     ndcg_b = 1 / math.log2(3)
     assert m["ndcg@2"] == pytest.approx((ndcg_a + ndcg_b) / 2, abs=1e-12)
-    assert m["recall@2"] == pytest.approx((0.5 + 1.0) / 2, abs=1e-12)
+    assert m["recall@2"] == pytest.approx(0.5, abs=1e-12)
+    assert {k: v for k, v in m.items() if not k.startswith(("ndcg@2", "recall@2")) or k.endswith("_users")} == {
+        "users": 4, "users_no_positive": 1, "users_no_negative": 1, "ndcg@2_users": 2, "users_at_most_2_rows": 1,
+        "recall@2_users": 1}
+    assert all(isinstance(v, int) for k, v in m.items() if k not in ("ndcg@2", "recall@2"))
+
+
+def test_users_without_a_negative_do_not_lift_the_means():
+    """A user whose rows are all positive scores 1.0 under any model: counted, never averaged in."""
+    group = np.repeat(np.arange(3), 12)
+    label = np.r_[np.tile([0, 0, 1], 4), np.tile([0, 0, 1], 4), np.ones(12)]
+    score = -np.arange(36.0)  # row order: users 0 and 1 find 3 of their 4 positives in the top 10
+    with_all_positive = ranking_at_k(group, label, score, k=10)
+    without = ranking_at_k(group[:24], label[:24], score[:24], k=10)
+    assert with_all_positive["ndcg@10"] == without["ndcg@10"] < 1.0
+    assert with_all_positive["recall@10"] == without["recall@10"] < 1.0
+    assert with_all_positive["users_no_negative"] == 1 and without["users_no_negative"] == 0
 
 
 def test_ranking_does_not_depend_on_the_row_order():
@@ -84,8 +102,17 @@ def test_ranking_does_not_depend_on_the_row_order():
 def test_perfect_ranking_scores_one():
     group = np.repeat(np.arange(4), 5)
     label = np.tile([1, 1, 0, 0, 0], 4)
-    m = ranking_at_k(group, label, label + 0.01 * np.arange(20) % 1, k=10)
-    assert m == {"ndcg@10": pytest.approx(1.0), "recall@10": pytest.approx(1.0)}
+    m = ranking_at_k(group, label, label + 0.01 * np.arange(20) % 1, k=2)
+    assert (m["ndcg@2"], m["recall@2"]) == (pytest.approx(1.0), pytest.approx(1.0))
+
+
+def test_recall_leaves_out_users_with_at_most_k_rows_and_says_how_many():
+    """With 5 rows and k = 10 every positive is in the top 10 whatever the scores: no mean, a count."""
+    group = np.repeat(np.arange(4), 5)
+    label = np.tile([1, 1, 0, 0, 0], 4)
+    m = ranking_at_k(group, label, -label, k=10)  # the worst order
+    assert math.isnan(m["recall@10"]) and m["recall@10_users"] == 0 and m["users_at_most_10_rows"] == 4
+    assert m["ndcg@10"] < 0.7 and m["ndcg@10_users"] == 4
 
 
 def test_ranking_without_any_positive_is_nan():
@@ -115,6 +142,8 @@ def test_all_metrics_reports_the_headline_numbers(scored):
     y, p = scored
     group = np.arange(len(y)) % 50
     m = all_metrics(group, y, p)
-    assert set(m) == {"auc", "logloss", "ndcg@10", "recall@10", "mean_predicted", "observed_rate", "ece", "rows"}
-    assert m["auc"] == pytest.approx(roc_auc_score(y, p)) and m["rows"] == len(y)
+    assert set(m) == {"auc", "logloss", "ndcg@10", "recall@10", "mean_predicted", "observed_rate", "ece", "rows",
+                      "users", "users_no_positive", "users_no_negative", "ndcg@10_users", "users_at_most_10_rows",
+                      "recall@10_users"}
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p)) and m["rows"] == len(y) and isinstance(m["rows"], int)
     assert 0 <= m["ece"] <= 1

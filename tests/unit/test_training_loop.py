@@ -105,7 +105,8 @@ def test_a_run_resumed_from_a_mid_epoch_checkpoint_ends_like_an_uninterrupted_on
     with pytest.raises(Interrupted):
         run(mini_fitted, mini_spec, cfg, store=store, on_epoch=stop_at_epoch_3, checkpoint_every_steps=2)
     assert store.describe() == "step 2 of epoch 3"
-    assert sorted(p.name for p in store.root.iterdir()) == ["LATEST", "best.safetensors", "e0003-s000002"]
+    assert sorted(p.name for p in store.root.iterdir()) == [".recsys-output", "LATEST", "best.safetensors",
+                                                            "e0003-s000002"]
     files = {p.name for p in (store.root / "e0003-s000002").iterdir()}
     assert files == {"model.safetensors", "trainer.safetensors", "trainer.json"}  # no pickle
     resumed, auc_resumed = run(mini_fitted, mini_spec, cfg, store=store, resume=True)

@@ -5,15 +5,12 @@
 
 Statistics are computed over the whole impression log (each row sees only strictly earlier events,
 whatever split it lands in); transforms are fitted on the train split only. The output folder is
-written under a temporary name and renamed into place.
+written by `recsys.io.output_folder` (a temp folder swapped in; never over an input or a foreign folder).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,10 +18,12 @@ from typing import Callable
 import numpy as np
 
 from recsys.errors import DataError
+from recsys.features.checks import check_numeric_columns
 from recsys.features.pipeline import FeaturePipeline, count_column, pos_column
 from recsys.features.raw import RawData, column_values, load_raw
 from recsys.features.splits import write_split
 from recsys.features.statistics import key_codes, point_in_time_counts
+from recsys.io import output_folder
 from recsys.spec import FeatureSpec
 
 __all__ = ["add_statistics", "split_sizes", "split_positions", "split_indices", "build_features"]
@@ -74,6 +73,7 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
 
     t0 = time.perf_counter()
     raw = load_raw(spec, raw_dir)
+    check_numeric_columns(spec, raw.frame)
     log(f"read {len(raw.frame):,} impressions ({time.perf_counter() - t0:.1f}s)")
     add_statistics(spec, raw)
     log(f"point-in-time statistics: {list(spec.statistics)} ({time.perf_counter() - t0:.1f}s)")
@@ -82,12 +82,9 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
     pipeline = FeaturePipeline(spec).fit(train_cols, train_cols[spec.label])
     del train_cols
     log(f"fitted transforms on {len(splits['train']):,} train rows ({time.perf_counter() - t0:.1f}s)")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     keep = list(dict.fromkeys([spec.label, spec.user_key, spec.item_key, spec.timestamp,
                                *raw.context_columns, *spec.passthrough]))
-    try:
+    with output_folder(out_dir, "features", {"--raw": raw_dir}) as tmp:
         with tqdm(total=len(raw.frame), desc="encode", unit="row", disable=not progress, leave=False) as bar:
             for name, index in splits.items():
                 write_split(pipeline, raw, index, keep, tmp / f"{name}.parquet", bar.update)
@@ -105,11 +102,5 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {out_dir} ({manifest['seconds']}s)")
     return manifest

@@ -25,7 +25,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from recsys.features.engine.spark_statistics import add_statistics, block_second
 from recsys.features.pipeline import FeaturePipeline
 from recsys.features.raw import RawData
 from recsys.features.splits import BLOCKS, SPLITS, encode_chunk
+from recsys.io import output_folder
 from recsys.spec import FeatureSpec
 
 if TYPE_CHECKING:
@@ -277,9 +277,8 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path, 
     built in a temp folder beside `out_dir` (intermediate stages under its `_work/`) and swapped in."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with spark_session(settings or SparkSettings(), log, progress) as spark:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    with spark_session(settings or SparkSettings(), log, progress) as spark, \
+            output_folder(out_dir, "features", {"--raw": raw_dir}) as tmp:
         ordered = None
         try:
             imp, ctx, fingerprint = load_joined(spark, spec, raw_dir)
@@ -296,12 +295,6 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path, 
             log(f"fitted transforms on {summary['rows']['train']:,} train rows ({time.perf_counter() - t0:.1f}s)")
             manifest = _write(spec, rows, pipeline, ctx, tmp, summary, fingerprint, t0)
             shutil.rmtree(tmp / "_work")
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         finally:
             if ordered is not None:
                 ordered.unpersist()
