@@ -166,7 +166,7 @@ def test_non_numeric_timestamps_are_a_data_error(spec: FeatureSpec, tiny_raw: Pa
     imp["timestamp"] = imp["timestamp"].astype(str)
     imp.loc[imp.index[0], "timestamp"] = "yesterday"
     raw = copy_raw(tiny_raw, tmp_path / "raw", impressions=imp)
-    with pytest.raises(DataError, match="timestamp column 'timestamp'"):
+    with pytest.raises(DataError, match="table 'impressions' column 'timestamp': 1 values are not times, e.g. 'yesterday'"):
         quiet_build(spec, raw, tmp_path / "out")
 
 
