@@ -6,7 +6,12 @@ Zipf popularity) on a device at some hour. The watch probability is a logistic m
   content effects            item and creator quality, shorter videos watched more, fresher ones too
   context effects            device, hour of day (evening peak), weekend
   history effects            fatigue: each earlier impression of the same category lowers it
+  session effects            a user watches in sessions (~8 videos, ~45 s apart, one device), each
+                             with a mood that lifts or lowers all its watches
 and every impression keeps `true_prob`, so the Bayes-optimal AUC of any split is known exactly.
+The session mood is what makes label delays matter (docs/labels.md): the labels of the last
+minutes reveal it, but a watch is known only when it ends, so a statistic that counts them at
+the impression's own time (no `label_delay`) learns from labels the service cannot have yet.
 Everything is vectorized numpy; the same seed gives the same tables.
 """
 
@@ -88,16 +93,25 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
     })
     country_cat = rng.normal(0, 0.3, (K, C))
 
-    # Impressions: time of day follows an evening peak, users by activity, items by Zipf popularity.
+    # Sessions: start time of day follows an evening peak, users by activity, ~8 impressions each,
+    # ~45 s apart, on one device, with one mood.
     n = cfg.impressions
+    sessions = max(n // 8, 1)
     hour_w = 1.0 + 0.8 * np.sin((np.arange(24) - 14) / 24 * 2 * np.pi) ** 2 * (np.arange(24) >= 12)
-    day = rng.integers(0, cfg.days, n)
-    hour = rng.choice(24, size=n, p=hour_w / hour_w.sum())
-    ts = START + day * DAY + hour * 3600 + rng.integers(0, 3600, n)
-    ts.sort()
-    u = rng.choice(U, size=n, p=activity / activity.sum())
+    start = (START + rng.integers(0, cfg.days, sessions) * DAY
+             + rng.choice(24, size=sessions, p=hour_w / hour_w.sum()) * 3600 + rng.integers(0, 3600, sessions))
+    s_user = rng.choice(U, size=sessions, p=activity / activity.sum())
+    s_device = np.where(rng.random(sessions) < 0.8, main_device[s_user], rng.integers(0, 3, sessions))
+    s_mood = rng.normal(0, 0.5, sessions)
+    session = np.sort(rng.integers(0, sessions, n))
+    elapsed = np.cumsum(rng.exponential(45.0, n))
+    elapsed -= elapsed[np.searchsorted(session, session)]  # seconds since the session's first impression
+    ts = start[session] + elapsed.astype(np.int64)
+    order = np.argsort(ts, kind="stable")
+    ts, session = ts[order], session[order]
+    u, device, mood = s_user[session], s_device[session], s_mood[session]
+    # Impressions: items by Zipf popularity.
     i = rng.choice(I, size=n, p=_zipf_weights(I, 1.05, rng))
-    device = np.where(rng.random(n) < 0.8, main_device[u], rng.integers(0, 3, n))
     hour = (ts // 3600) % 24
     weekend = ((ts // DAY + 3) % 7) >= 5
     age_days = (ts - upload[i]) / DAY
@@ -116,6 +130,7 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
         + np.array([0.1, 0.0, -0.4])[device]
         + 0.25 * ((hour >= 18) & (hour <= 23)) + 0.15 * weekend
         - 0.18 * np.log1p(seen_cat)
+        + mood
     )
     prob = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(n) < prob).astype(np.int8)

@@ -48,4 +48,5 @@ def test_a_bad_time_is_the_embedded_engines_error(spark, tiny_raw: Path, tmp_pat
             build_features(spec, raw, tmp_path / engine, engine=engine,
                            **({"settings": SparkSettings()} if engine == "spark" else {}), **QUIET)
         messages.append(str(err.value))
-    assert messages[0] == messages[1] and "column 'upload_time': 2 values are not times, e.g. '2026-13-45'" in messages[0]
+    assert messages[0] == messages[1]
+    assert "column 'upload_time': 2 values are not times, e.g. '2026-13-45'" in messages[0]
