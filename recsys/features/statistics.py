@@ -137,17 +137,17 @@ def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
 
 
 def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, as_of: int | None,
-                  window_s: int | None = None, bucket_s: int | None = None,
-                  label_ts: np.ndarray | None = None) -> pd.DataFrame:
+                  window_s: int | None = None, bucket_s: int | None = None) -> pd.DataFrame:
     """Counters as of `as_of` (events strictly before it; all events when None), per key combination:
     columns key0..keyK (str), count, positives — what `materialize` writes online. With a window,
     one row per (key, time bucket) in column `bucket` (= ts // bucket_s), for the buckets an
-    impression at `as_of` can still see; older buckets are dropped. With `label_ts`, a positive
-    counts only when its label time is before `as_of` (a later one arrives online as an event)."""
+    impression at `as_of` can still see; older buckets are dropped.
+
+    Every impression before `as_of` counts with the label the log gives it, also when that label
+    became known only after `as_of` (delayed labels): the service cannot take a late label for an
+    impression it never saw. Exact for requests from `as_of + label delay` on (docs/labels.md)."""
     ts = np.asarray(ts, dtype=np.int64)
     keep = np.ones(len(ts), dtype=bool) if as_of is None else ts < as_of
-    if label_ts is not None and as_of is not None:
-        label = np.asarray(label) * (np.asarray(label_ts) < as_of)
     if window_s is not None:
         bucket_s = bucket_s or window_s
         horizon = int(ts.max()) + 1 if as_of is None else as_of

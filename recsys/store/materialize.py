@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from recsys.features.raw import LABEL_TIME, load_raw
+from recsys.features.raw import load_raw
 from recsys.features.statistics import sub_key, totals_before
 from recsys.features.times import to_seconds
 from recsys.features.transforms import as_str
@@ -79,8 +79,6 @@ class Popularity:
     def of(cls, frame: pd.DataFrame, spec: FeatureSpec, as_of: int | None) -> "Popularity":
         seen = frame[[spec.item_key, spec.label]]
         if as_of is not None:
-            if spec.delayed_labels:  # a label known only after as_of arrives online as an event
-                seen = seen.assign(**{spec.label: seen[spec.label] * (frame[LABEL_TIME].to_numpy() < as_of)})
             seen = seen[frame[spec.timestamp].to_numpy() < as_of]
         positives = seen.groupby(spec.item_key, observed=True, sort=False)[spec.label].sum()
         items = as_str(positives.index.to_numpy())
@@ -126,11 +124,9 @@ def collect_records(spec: FeatureSpec, raw_dir: str | Path,
         parts[kind] = ([ids], fields, values)
     frame = load_raw(spec, raw_dir).frame
     ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
-    label_ts = frame[LABEL_TIME].to_numpy() if spec.delayed_labels else None
     for name, stat in spec.statistics.items():
         cols = spec.statistic_key_columns(name)
-        totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s,
-                               label_ts)
+        totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s)
         kind = "users" if cols[0] == spec.user_key else "items"
         entity = totals["key0"].to_numpy(dtype=object)
         subs = sub_key([totals[f"key{i}"].to_numpy() for i in range(1, len(cols))]).tolist() \

@@ -66,17 +66,21 @@ def test_a_label_time_column_matches_the_definition(seed: int):
     np.testing.assert_array_equal(got[1], want[1][order])
 
 
-def test_materialized_totals_count_only_labels_known_before_as_of():
+def test_materialized_totals_take_every_label_of_the_impressions_before_as_of():
+    """The service cannot take a late label for an impression it never saw, so materialize counts
+    the log's labels of all impressions before as_of: what the offline statistic says of them for
+    any request from as_of + delay on."""
     codes, ts, label, _ = _events(3)
-    label_ts, as_of = ts + 900, 12_000
-    totals = totals_before([codes], ts, label, as_of, label_ts=label_ts).set_index("key0")
+    as_of, delay = 12_000, 900
+    totals = totals_before([codes], ts, label, as_of).set_index("key0")
+    before = ts < as_of
+    probe = np.arange(5)  # one request per key at as_of + delay, seeing only the impressions before as_of
+    _, pos = point_in_time_counts(np.r_[codes[before], probe], np.r_[ts[before], np.full(5, as_of + delay)],
+                                  np.r_[label[before], np.zeros(5, np.int8)],
+                                  label_ts=np.r_[ts[before] + delay, np.full(5, as_of + delay)])
     for c in range(5):
-        before = (codes == c) & (ts < as_of)
-        assert totals.loc[str(c), "count"] == before.sum()
-        assert totals.loc[str(c), "positives"] == (before & (label == 1) & (label_ts < as_of)).sum()
-    windowed = totals_before([codes], ts, label, as_of, 3600, 600, label_ts=label_ts)
-    assert windowed["positives"].sum() == ((ts >= window_start(np.array([as_of]), 3600, 600)[0]) & (ts < as_of)
-                                           & (label == 1) & (label_ts < as_of)).sum()
+        assert totals.loc[str(c), "count"] == (before & (codes == c)).sum()
+        assert totals.loc[str(c), "positives"] == pos[before.sum() + c] == (before & (codes == c) & (label == 1)).sum()
 
 
 def _spec(**top) -> FeatureSpec:
