@@ -46,7 +46,9 @@ def parse_times(values: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(values, pd.arrays.DatetimeArray) or (isinstance(values, np.ndarray) and values.dtype.kind == "M"):
         return _datetimes(pd.Series(values)), np.zeros(len(values), dtype=bool)
     arr = np.atleast_1d(np.asarray(values))
-    if arr.dtype.kind in "iub":
+    if arr.dtype.kind == "b":  # true / false is no time (though it would pass as 1 / 0)
+        return np.full(len(arr), np.nan), np.ones(len(arr), dtype=bool)
+    if arr.dtype.kind in "iu":
         return arr.astype(np.float64), np.zeros(len(arr), dtype=bool)
     if arr.dtype.kind == "f":
         return np.floor(arr.astype(np.float64)), np.zeros(len(arr), dtype=bool)

@@ -34,6 +34,15 @@ def test_explained_rows_carry_the_parsed_unix_seconds(client: TestClient) -> Non
     assert r.json()["features"]["timestamp"] == [T]
 
 
+def test_context_time_columns_are_typed_by_the_same_parser() -> None:
+    import numpy as np
+
+    from recsys.online.columns import typed
+
+    got = typed("time", np.array(["2026-01-01T05:30:00+05:30", T, T + 0.5, None, "2026-01-01"], dtype=object))
+    assert got[[0, 1, 2, 4]].tolist() == [T] * 4 and np.isnan(got[3])
+
+
 @pytest.mark.parametrize("bad", ["yesterday", "01/02/2026", str(T)])
 def test_a_timestamp_that_is_not_a_time_is_a_422_naming_it(client: TestClient, bad: str) -> None:
     r = client.post("/v1/recommendations", json={"user_id": "u1", "context": {"timestamp": bad}})

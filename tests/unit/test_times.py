@@ -42,6 +42,7 @@ def test_every_representation_of_an_instant_parses_to_the_same_unix_seconds():
 
 def test_missing_values_stay_missing_and_fractions_floor_also_before_1970():
     seconds, bad = parse_times(np.array([None, np.nan, "", "  ", pd.NaT, -0.5, "1969-12-31T23:59:59.5Z"], dtype=object))
+    assert parse_times(np.array([True, False]))[1].all()  # a boolean column is no time
     assert np.isnan(seconds[:5]).all() and seconds[5:].tolist() == [-1, -1] and not bad.any()
 
 
