@@ -48,7 +48,8 @@ def _times(frame: DataFrame, columns: list[str]) -> DataFrame:
     odd = [c for c in columns if not isinstance(types[c], T.NumericType)]
     for c in columns:
         if c not in odd:
-            frame = frame.withColumn(c, F.floor(F.col(c).cast("double")).cast("double")) \
+            x = F.col(c).cast("double")
+            frame = frame.withColumn(c, F.when(~F.isnan(x), F.floor(x)).cast("double")) \
                 .withColumn(f"_bad_{c}", F.lit(None).cast("string"))
     if not odd:
         return frame
