@@ -32,7 +32,7 @@ __all__ = ["SyntheticConfig", "generate"]
 
 DAY = 86_400
 SESSION_LEN = 8  # impressions of a user per session
-MOOD_SD = 0.3  # a session's mood on the logit: what the labels of the last minutes reveal
+MOOD_SD = 0.8  # a session's mood on the logit: what the labels of the last minutes reveal
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 

@@ -49,12 +49,12 @@ def test_metrics_name_split_and_metric_and_are_sane(pipeline_run: dict[str, Path
         for metric in ("auc", "logloss", "ndcg@10", "recall@10", "ece"):
             assert isinstance(m[f"{split}.{metric}"], float), f"{split}.{metric}"
     # Well above chance on data with a planted click model. (One epoch on 16k rows whose sessions carry
-    # a mood that the honest, 10-minute-delayed statistics cannot see: 0.649 measured, 0.685 before
+    # a mood that the honest, 10-minute-delayed statistics cannot see: 0.627 measured, 0.685 before
     # the sessions; docs/labels.md.)
-    assert m["test.auc"] > 0.62
+    assert m["test.auc"] > 0.6
     assert m["test.auc"] > m["test.popularity.auc"]
     assert m["test.auc"] <= m["test.bayes_optimal.auc"] + 0.01  # nothing beats the planted probabilities
-    assert m["test.auc_over_bayes"] > 0.8  # 0.825 measured (0.856 before the sessions)
+    assert m["test.auc_over_bayes"] > 0.78  # 0.806 measured (0.856 before the sessions)
     assert 0.0 < m["test.logloss"] < 0.69
     assert m["test.calibration"] and {"mean_predicted", "observed_rate"} <= set(m["test.calibration"][0])
     meta = json.loads((pipeline_run["model"] / "metadata.json").read_text())
