@@ -11,9 +11,11 @@ that this process enforces. The context fields that the loaded model reads are p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,10 +26,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
 
+from recsys.features.times import parse_times
 from recsys.online import Degraded
 
 __all__ = [
@@ -75,9 +79,25 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _time_value(value: Any) -> Any:
+    """A JSON number of unix seconds (fractions floored) or an ISO-8601 string → unix seconds by the
+    offline loader's parser (`recsys.features.times`): the same instant gives the same features
+    whichever way it is written. Anything else is left to the strict integer, which refuses it."""
+    if isinstance(value, float) and math.isfinite(value):
+        return math.floor(value)
+    if not isinstance(value, str):
+        return value
+    seconds, bad = parse_times(np.array([value[:64]], dtype=object))
+    if bad[0] or np.isnan(seconds[0]) or value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("must be unix seconds (a JSON number) or an ISO-8601 time such as 2026-01-01T12:00:00Z")
+    return int(seconds[0])
+
+
 Int = Annotated[int, BeforeValidator(_integral)]
 # constraints before the validator, or pydantic publishes them as "ge"/"le" instead of minimum/maximum
-Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_integral)]
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_time_value), WithJsonSchema({"anyOf": [
+    {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP},
+    {"type": "string", "format": "date-time", "maxLength": 64}]})]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextText = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextValue = ContextText | StrictInt | StrictFloat | StrictBool | None
@@ -88,7 +108,7 @@ class _Body(BaseModel):
 
 
 class Context(BaseModel):
-    """Where and when the impression happens. `timestamp` (unix seconds, default: now) drives the
+    """Where and when the impression happens. `timestamp` (unix seconds or ISO-8601, default: now) drives the
     hour / weekday / age features and the statistics' windows; the other fields are the loaded
     model's context columns (listed, with their types, in the published schema). Unknown fields
     are refused, so typos do not silently become missing values."""
@@ -97,7 +117,9 @@ class Context(BaseModel):
 
     __pydantic_extra__: dict[str, ContextValue]  # extra fields must be bounded JSON scalars
 
-    timestamp: Timestamp | None = Field(None, description="unix seconds; default now")
+    timestamp: Timestamp | None = Field(
+        None, description="unix seconds (fractions floored) or ISO-8601 such as 2026-01-01T12:00:00Z (no offset "
+                          "= UTC); default now")
 
     @model_validator(mode="before")
     @classmethod

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.features.statistics import counter_field, sub_key
+from recsys.features.times import parse_times
 from recsys.features.transforms import as_float, as_str, finite_or_zero
 from recsys.online.plan import ColumnKind, OnlinePlan
 from recsys.store.base import Fetched
@@ -96,9 +97,13 @@ def _fill_none(values: np.ndarray, fill: object) -> np.ndarray:
 
 def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
     """Raw values (str from the store, JSON scalars from a request, None = missing) typed like the
-    offline columns: categories as canonical str ('' = missing), numbers as float64 (NaN = missing)."""
+    offline columns: categories as canonical str ('' = missing), numbers as float64 (NaN = missing),
+    times as unix seconds by the offline loader's parser (`parse_times`; the service refuses a value
+    that is not a time before it gets here)."""
     if kind == "text":
         return as_str(values)
+    if kind == "time":
+        return parse_times(values)[0]
     if kind == "number":
         if values.dtype.kind in "fiub":
             return values.astype(np.float64)
@@ -196,7 +201,8 @@ def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
     items = np.array(flat, dtype=object).reshape(n, len(read.fields))
     missing = np.equal(items, _NONE)
     n_attr = len(plan.item_columns)
-    numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"]
+    # Times are stored as the unix seconds that materialize parsed: numbers here.
+    numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) in ("number", "time")]
     numbers = np.full(items.shape, np.nan)
     counters = _integers(items[:, n_attr:], missing[:, n_attr:])
     if counters is None:
@@ -213,7 +219,7 @@ def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
     cols: dict[str, np.ndarray] = {}
     for j, c in enumerate(plan.item_columns):
         kind = plan.kind(c)
-        if kind == "number":
+        if kind in ("number", "time"):
             cols[c] = numbers[:, j]
         elif kind == "text" and missing[:, j].any():
             cols[c] = np.where(missing[:, j], "", items[:, j])
@@ -235,7 +241,7 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
     }
     for c in plan.user_columns:  # one value per distinct user, then spread over its rows
         kind, per_user = plan.kind(c), [r.get(c) for r in records]
-        if kind == "number":
+        if kind in ("number", "time"):
             cols[c] = np.array([_as_float(v) if v is not None else np.nan for v in per_user])[rows.row_user]
         else:
             values = ["" if v is None and kind == "text" else v for v in per_user]

@@ -33,7 +33,7 @@ from recsys.spec import (
 
 __all__ = ["StatisticPlan", "OnlinePlan", "ColumnKind"]
 
-ColumnKind = Literal["text", "number", "raw"]
+ColumnKind = Literal["text", "number", "time", "raw"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ class OnlinePlan:
 
 def _column_kinds(spec: FeatureSpec, stats: list[StatisticPlan]) -> dict[str, ColumnKind]:
     """'text' when every reader treats the column as a category, 'number' when every reader parses it
-    as a float; 'raw' (left to the pipeline's own coercion) when readers disagree."""
+    as a float, 'time' when it is a timestamp (`recsys.features.times` parses it); 'raw' (left to the
+    pipeline's own coercion) when readers disagree."""
     seen: dict[str, set[ColumnKind]] = {}
 
     def mark(col: str, kind: ColumnKind) -> None:
@@ -115,14 +116,14 @@ def _column_kinds(spec: FeatureSpec, stats: list[StatisticPlan]) -> dict[str, Co
 
     mark(spec.user_key, "text")
     mark(spec.item_key, "text")
-    mark(spec.timestamp, "number")
+    mark(spec.timestamp, "time")
     for name, feat in spec.features.items():
         if isinstance(feat, (CategoricalFeature, HashedFeature, MultiHotFeature)):
             mark(feat.column or name, "text")
         elif isinstance(feat, NumericFeature):
             mark(feat.column or name, "number")
         elif isinstance(feat, TimeFeature) and feat.part == "age":
-            mark(feat.column, "number")  # type: ignore[arg-type]
+            mark(feat.column, "time")  # type: ignore[arg-type]
     for s in stats:
         for col in s.sub_columns:
             mark(col, "text")

@@ -33,6 +33,7 @@ import pandas as pd
 
 from recsys.features.raw import load_raw
 from recsys.features.statistics import sub_key, totals_before
+from recsys.features.times import to_seconds
 from recsys.features.transforms import as_str
 from recsys.io import read_table
 from recsys.online.columns import counter_fields
@@ -98,6 +99,9 @@ def _attributes(spec: FeatureSpec, raw_dir: str | Path, table: str, key: str,
                 columns: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     frame = read_table(raw_dir, spec.tables[table], [key, *columns])  # type: ignore[index]
     frame = frame.assign(**{key: as_str(frame[key].to_numpy())}).drop_duplicates(key, keep="last")
+    # Times as the unix seconds that the offline loader parses (the service reads them as numbers).
+    frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)  # type: ignore[index]
+                            for c in spec.time_columns(table) if c in columns})  # type: ignore[arg-type]
     ids = frame[key].to_numpy(dtype=object)
     out_ids, fields, values = [], [], []
     for c in columns:

@@ -48,10 +48,13 @@ def test_metrics_name_split_and_metric_and_are_sane(pipeline_run: dict[str, Path
     for split in ("valid", "test"):
         for metric in ("auc", "logloss", "ndcg@10", "recall@10", "ece"):
             assert isinstance(m[f"{split}.{metric}"], float), f"{split}.{metric}"
-    assert m["test.auc"] > 0.65  # well above chance on data with a planted click model
+    # Well above chance on data with a planted click model. (One epoch on 16k rows whose sessions carry
+    # a mood that the honest, 10-minute-delayed statistics cannot see: 0.627 measured, 0.685 before
+    # the sessions; docs/labels.md.)
+    assert m["test.auc"] > 0.6
     assert m["test.auc"] > m["test.popularity.auc"]
     assert m["test.auc"] <= m["test.bayes_optimal.auc"] + 0.01  # nothing beats the planted probabilities
-    assert m["test.auc_over_bayes"] > 0.85
+    assert m["test.auc_over_bayes"] > 0.78  # 0.806 measured (0.856 before the sessions)
     assert 0.0 < m["test.logloss"] < 0.69
     assert m["test.calibration"] and {"mean_predicted", "observed_rate"} <= set(m["test.calibration"][0])
     meta = json.loads((pipeline_run["model"] / "metadata.json").read_text())

@@ -14,9 +14,8 @@ from typing import Iterator
 import httpx
 import pytest
 import torch
-import yaml
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, synthetic_labels_at_once
 
 TOKEN = "test-admin-token"
 
@@ -26,7 +25,7 @@ def windowed_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) 
     from pipelines.build_features import build_features
     from recsys.spec import parse_spec
 
-    data = yaml.safe_load((REPO / "pipelines" / "specs" / "synthetic.yaml").read_text())
+    data = synthetic_labels_at_once()
     data["features"].update({
         "user_last_day": {"type": "statistic", "key": ["user_id"], "window": "1d", "window_buckets": 24},
         "item_last_week": {"type": "statistic", "key": ["item_id"], "window": "7d", "window_buckets": 7},

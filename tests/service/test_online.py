@@ -27,7 +27,7 @@ def test_plan_reads_attributes_from_the_right_tables_and_types_them() -> None:
     assert set(plan.item_columns) == {"creator_id", "category", "duration_s", "upload_time"}
     assert plan.context_columns == ("device",)
     assert plan.kind("category") == "text" and plan.kind("duration_s") == "number"
-    assert plan.kind("upload_time") == "number" and plan.kind("user_id") == "text"
+    assert plan.kind("upload_time") == "time" and plan.kind("user_id") == "text"
 
 
 def test_item_keyed_statistic_with_a_user_attribute_is_refused_with_the_fix() -> None:
