@@ -75,7 +75,7 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=AliasChoices("RECSYS_REDIS_URL", "REDIS_URL", "redis_url"))
     raw_dir: Path | None = None
     as_of: int | None = None
-    key_prefix: str = Field("rec", min_length=1, pattern=r"^\S+$")
+    key_prefix: str = Field("rec", min_length=1, pattern=r"^[^\s{}]+$")
     redis_timeout_ms: float = Field(200.0, gt=0)
     ttl_s: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=1)

@@ -43,7 +43,7 @@ class RedisCluster:
             self.procs[port] = subprocess.Popen(
                 [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "1000",
-                 "--save", "", "--appendonly", "no", "--dir", str(d)],
+                 "--save", "", "--appendonly", "no", "--dir", str(d), "--repl-diskless-sync-delay", "0"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for port in self.ports:
             self._wait_port(port)
@@ -71,10 +71,13 @@ class RedisCluster:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
 
     def wait_ok(self, timeout_s: float = 30.0) -> None:
-        """Until every live node reports cluster_state:ok (all slots served)."""
+        """Until every live node reports cluster_state:ok (all slots served) and every replica has
+        synced with its master (a replica that never synced is not promoted on a failover)."""
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            if all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.alive()):
+            if all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.alive()) and all(
+                    "role:master" in info or "master_link_status:up" in info
+                    for info in (self.cli(p, "info", "replication") for p in self.alive())):
                 return
             time.sleep(0.1)
         raise RuntimeError("the test cluster did not reach cluster_state:ok")
