@@ -97,16 +97,21 @@ redis.register_function('recsys_add', function(keys, args)
   return save(keys[1], rec, tonumber(args[3]), true)
 end)
 
--- keys: the record; args: the new record (JSON), ttl (0 = none); stored counters win, new fields are added
+-- keys: records; args: ttl (0 = none), then each key's new record (JSON); stored counters win, new
+-- counters are added
 redis.register_function('recsys_put', function(keys, args)
-  local rec = cjson.decode(args[1])
-  local old = redis.call('GET', keys[1])
-  if old then
-    local c = cjson.decode(old).c or {}
-    for f, n in pairs(rec.c) do if c[f] == nil then c[f] = n end end
-    rec.c = c
+  local ttl = tonumber(args[1])
+  for i, key in ipairs(keys) do
+    local rec = cjson.decode(args[i + 1])
+    local old = redis.call('GET', key)
+    if old then
+      local c = cjson.decode(old).c or {}
+      for f, n in pairs(rec.c) do if c[f] == nil then c[f] = n end end
+      rec.c = c
+    end
+    save(key, rec, ttl, false)
   end
-  return save(keys[1], rec, tonumber(args[2]), false)
+  return #keys
 end)
 """
 
@@ -304,18 +309,27 @@ class RedisStore:
         expiry = ExpirySet(ExpiryType.SEC, ttl_s) if ttl_s is not None else None
         ttl = str(ttl_s or 0)
 
+        what = f"a write of {len(keys)} records"
+        empty = [k for k, a, c in zip(keys, attributes, counters, strict=True) if not (a or c)]
+        if not keep_counters and ttl_s is None and not empty:
+            # the bulk path: one MSET (split per slot by the cluster client), no command per record
+            await self._call("write", what, lambda c: c.mset(dict(zip(keys, values, strict=True))))
+            return len(keys)
+
         def build() -> Batch | ClusterBatch:
             batch = self._batch()
+            if keep_counters and not self.target.cluster:  # one FCALL for the chunk
+                batch.fcall("recsys_put", list(keys), [ttl, *values])
+                return batch
             for key, value, a, c in zip(keys, values, attributes, counters, strict=True):
-                if keep_counters:
-                    batch.fcall("recsys_put", [key], [value, ttl])
+                if keep_counters:  # a cluster's FCALL takes the keys of one slot: one per record
+                    batch.fcall("recsys_put", [key], [ttl, value])
                 elif a or c:
                     batch.set(key, value, expiry=expiry)
                 else:
                     batch.delete([key])
             return batch
 
-        what = f"a write of {len(keys)} records"
         await (self._fcall_retry(what, build) if keep_counters else self._exec("write", what, build()))
         return len(keys)
 
