@@ -11,9 +11,13 @@ Clients: valkey-glide (`recsys.store.redis.RedisStore`, the one shipped), redis-
 parser (`redis.asyncio`, its cluster client on the cluster) and, on one Redis only, the hand-written
 RESP client this project used before (`--baseline DIR`: a checkout of the previous commit), reading
 that commit's layout (HGETALL of the user + one HMGET of the attribute and counter fields per item).
+With `--materialize RAW` (raw tables of the synthetic spec, e.g. `recsys generate --users 1000000
+--items 1000000`), `recsys materialize`'s own path too: reading and counting, then writing every user and
+item record, into one Redis and into the cluster (merge mode, the default, on empty stores).
 Prints a table and one JSON line (the last line of stdout).
 
-    python benchmarks/store_bench.py --baseline /tmp/store-base [--requests 2000] [--records 1000000]
+    python benchmarks/store_bench.py --baseline /tmp/store-base [--requests 2000] [--records 1000000] \
+        [--materialize /work/bench-data/store/raw-1m]
 """
 
 from __future__ import annotations
@@ -155,11 +159,29 @@ async def bench_writes(url: str, records: int) -> dict[str, Any]:
     return out
 
 
+async def bench_materialize(url: str, raw: Path) -> dict[str, Any]:
+    from recsys.spec import load_spec
+    from recsys.store.keys import KeySpace
+    from recsys.store.materialize import materialize
+
+    store = RedisStore(url)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    counts = await materialize(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), raw, store,
+                               KeySpace("mat", "bench"), log=lines.append)
+    seconds = time.perf_counter() - t0
+    await store.close()
+    records = sum(counts.values())
+    return {"materialize": {**counts, "seconds": round(seconds, 1), "records_per_s": round(records / seconds),
+                            "log": lines[-1]}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", type=Path, help="a checkout of the previous commit (its hand-written client)")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--materialize", type=Path, help="raw tables of the synthetic spec to materialize")
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,6 +193,8 @@ def main() -> None:
             for name, url, is_cluster in (("redis", single.url, False), ("cluster", cluster.url, True)):
                 results[name] = asyncio.run(bench_reads(url, is_cluster, args.baseline, args.requests))
                 results[name].update(asyncio.run(bench_writes(url, args.records)))
+                if args.materialize:
+                    results[name].update(asyncio.run(bench_materialize(url, args.materialize)))
         finally:
             single.stop()
             cluster.stop()
@@ -179,6 +203,8 @@ def main() -> None:
         row = [results[s].get(cell) for s in ("redis", "cluster")]
         text = [("-" if r is None else (f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f} ms" if "p50_ms" in r
                                         else f"{r['records_per_s']:,} rec/s")) for r in row]
+        if cell == "materialize":
+            text = [f"{r['records_per_s']:,} rec/s in {r['seconds']} s" for r in row if r]
         print(f"{cell:<24}{text[0]:>26}{text[1]:>26}")
     print(json.dumps({"bench": "store", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **results}))
 

@@ -108,9 +108,19 @@ def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _stored(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
-    """`typed` for values read from the store, which are canonical strings or None already."""
-    return _fill_none(values, "") if kind == "text" else typed(kind, values)
+_MISSING: dict[ColumnKind, object] = {"text": "", "number": "nan", "raw": None}  # what an absent attribute reads as
+
+
+def _stored(kind: ColumnKind, dicts: Sequence[dict[str, str]], name: str) -> np.ndarray:
+    """`typed` for an attribute of store records, which are canonical strings already: the absent
+    ones read as '' (text) or 'nan' (number) in the same C pass that gathers the values."""
+    values = np.array(list(map(dict.get, dicts, repeat(name), repeat(_MISSING[kind]))), dtype=object)
+    if kind == "number":
+        try:
+            return values.astype(np.float64)
+        except (TypeError, ValueError):  # something else wrote a non-number: pandas coerces it to NaN
+            return as_float(values)
+    return values
 
 
 def _sub_array(plan_sub: tuple[str, ...], columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
@@ -154,11 +164,6 @@ def plan_read(plan: OnlinePlan, keys: KeySpace, rows: Rows, counters: bool = Tru
                 context=context, counters=counters)
 
 
-def _column(dicts: Sequence[dict[str, Any]], name: str) -> np.ndarray:
-    """One field of many dicts, as an object array (None = absent); C iteration, no Python per row."""
-    return np.array(list(map(dict.get, dicts, repeat(name))), dtype=object)
-
-
 def _counts(dicts: Sequence[dict[str, int]], statistic: str, sub: str, window: list[int]) -> np.ndarray:
     """(2, len(dicts)): count and positives of one (sub-key, window) in each counter dict, summed
     over the window's buckets (absent = 0)."""
@@ -181,11 +186,11 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, records: Sequence[Record 
         plan.user_key: rows.user_ids[rows.row_user],
         plan.item_key: rows.item_ids,
         plan.timestamp: rows.timestamp,
-        **{c: _stored(plan.kind(c), _column(item_attrs, c)) for c in plan.item_columns},
+        **{c: _stored(plan.kind(c), item_attrs, c) for c in plan.item_columns},
     }
     user_attrs = [u["a"] for u in users]
     for c in plan.user_columns:  # one value per distinct user, then spread over its rows
-        cols[c] = _stored(plan.kind(c), _column(user_attrs, c))[rows.row_user]
+        cols[c] = _stored(plan.kind(c), user_attrs, c)[rows.row_user]
     cols.update(read.context)
     if not read.counters:
         return cols
