@@ -190,6 +190,9 @@ class RedisStore:
                  connect_timeout_s: float = 2.0, replace_after_s: float = 1.0) -> None:
         self.target = Target.parse(url)
         self.name = str(self.target)
+        # glide's own log: errors only (its per-request warnings during a failover would flood the
+        # service log, which reports degraded answers itself); an application's earlier setting wins
+        glide.Logger.init(glide.LogLevel.ERROR)
         self.timeout_s = timeout_s
         self.write_timeout_s = write_timeout_s
         self.connect_timeout_s = connect_timeout_s
