@@ -260,6 +260,13 @@ class FeatureSpec(_Strict):
                         f"feature '{name}': key must start with '{self.user_key}' or '{self.item_key}' "
                         f"(the entity whose online record holds the counter), got {feat.key}"
                     )
+                if self.user_key in feat.key and self.item_key in feat.key:
+                    raise ValueError(
+                        f"feature '{name}': a statistic keyed by both '{self.user_key}' and '{self.item_key}' "
+                        f"cannot be served: it needs one online counter per (user, item) pair, which grows "
+                        f"without bound; key it by one of them and an attribute of the other (e.g. "
+                        f"[{self.user_key}, <item category>] or [{self.item_key}, <user gender>])"
+                    )
         for cross in self.crosses:
             for f in cross.features:
                 if f not in names:

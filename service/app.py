@@ -65,7 +65,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
-        store = build_store(settings.redis_url, settings.redis_timeout_ms / 1000, settings.redis_pool_size)
+        store = build_store(settings.redis_url, settings.redis_timeout_ms / 1000)
         try:
             await store.ping()  # fail fast with "cannot connect to redis at ..." rather than start degraded
             ranker = await prepare_ranker(settings, store, settings.model_dir, require_features=False)

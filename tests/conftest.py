@@ -124,3 +124,18 @@ def movielens_dir() -> Path:
         pytest.fail(f"MovieLens 100K not found at {path} (u.data missing); fix: put ../shared/data/movielens-100k "
                     f"beside the repo or set RECSYS_MOVIELENS=/path/to/ml-100k")
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A private 3-master + 3-replica Redis Cluster for the test session (`tests/cluster.py`)."""
+    from tests.cluster import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster) -> str:
+    return redis_cluster.url

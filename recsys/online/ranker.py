@@ -4,8 +4,9 @@
                    one forward pass (Predictor) → top-k
                    degraded (store failed, past its budget, or lacking this feature version's
                    materialize marker): cold features, and the reason on the result
-    record_events: one round trip for the attributes that key the statistics → one batch of HINCRBYs
-                   → the clicked items' ZINCRBYs in the popularity ranking
+    record_events: one round trip for the attributes that key the statistics → one batch of counter
+                   increments (server-side, expired buckets dropped) → the clicked items' ZINCRBYs
+                   in the popularity ranking
 
 It holds no connection and no global state: the service owns the store and swaps whole Rankers on
 reload, so a request that started on the old model finishes on it.
@@ -21,11 +22,11 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from recsys.artifact import Artifact
-from recsys.errors import ArtifactError, SpecError, StoreError
+from recsys.errors import ArtifactError, StoreError
 from recsys.inference import Predictor, top_k
 from recsys.online.columns import Read, Rows, assemble, counter_updates, plan_read
 from recsys.online.plan import OnlinePlan
-from recsys.store.base import Fetched, OnlineStore
+from recsys.store.base import OnlineStore, Record
 from recsys.store.keys import KeySpace
 
 __all__ = ["Ranker", "Timings", "Scored", "Ranked", "Degraded", "STORE_UNAVAILABLE", "STORE_EMPTY"]
@@ -69,19 +70,16 @@ class Ranked:
     store_error: str | None = None
 
 
-def _cold(read: Read) -> Fetched:
+def _cold(read: Read) -> list[Record | None]:
     """The store's reply when it holds nothing for these keys: every row a cold start."""
-    return [{} for _ in read.whole], [None] * (len(read.keys) * len(read.fields))
+    return [None] * len(read.keys)
 
 
 class Ranker:
     def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int = 200) -> None:
         self.artifact = artifact
         self.predictor = Predictor.from_artifact(artifact)
-        try:
-            self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
-        except SpecError as err:
-            raise ArtifactError(f"artifact {artifact.path} cannot be served online: {err}") from None
+        self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
         self.keys = KeySpace(prefix, artifact.feature_version)
         self.popular_limit = popular_limit
         popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
@@ -111,19 +109,19 @@ class Ranker:
         self.predictor.warm_up(rows)
 
     async def _fetch(self, store: OnlineStore, read: Read,
-                     budget_s: float | None) -> tuple[Fetched, Degraded | None, str | None]:
+                     budget_s: float | None) -> tuple[list[Record | None], Degraded | None, str | None]:
         """`read` and this feature version's meta record in one round trip, within `budget_s`
         (pool waits included). Returns (reply, degraded reason, error): a failed or late read
         gives the cold reply; a store without the meta record (restarted empty, flushed, never
         materialized) gives what it has, flagged STORE_EMPTY."""
         try:
             async with asyncio.timeout(budget_s):
-                records, flat = await store.read([self.keys.meta, *read.whole], read.keys, read.fields)
+                records = await store.read([self.keys.meta, *read.keys])
         except StoreError as err:
             return _cold(read), STORE_UNAVAILABLE, str(err)
         except TimeoutError:
             return _cold(read), STORE_UNAVAILABLE, f"{store.name} did not answer within {(budget_s or 0) * 1e3:.0f} ms"
-        return (records[1:], flat), (None if records[0] else STORE_EMPTY), None
+        return records[1:], (None if records[0] else STORE_EMPTY), None
 
     async def score(self, store: OnlineStore, rows: Rows, budget_s: float | None = None) -> Scored:
         """Probabilities of `rows`. Never raises for the store: when it fails, is slower than
@@ -160,14 +158,14 @@ class Ranker:
         """Add events to the online statistics exactly as the offline counts them. Post an event
         after scoring its impression: the score must not see its own event (strictly before)."""
         read = plan_read(self.plan, self.keys, rows, counters=False)
-        cols = assemble(self.plan, rows, read, await store.read(read.whole, read.keys, read.fields))
-        keys, fields, amounts = counter_updates(self.plan, self.keys, cols, labels)
+        cols = assemble(self.plan, rows, read, await store.read(read.keys))
+        updates = counter_updates(self.plan, self.keys, cols, labels)
         # The popularity ranking first: if the counters then fail, the client's retry counts the
         # ranking twice (a default-candidates list), never the statistics (model inputs).
         clicked = labels > 0
         await store.add_to_ranking(self.keys.popular, rows.item_ids[clicked].tolist(), labels[clicked].tolist(), ttl_s)
-        await store.increment(keys, fields, amounts, ttl_s)
-        return len(keys)
+        await store.increment(updates.keys, updates.amounts, updates.expired_before, ttl_s)
+        return len(updates.keys)
 
     async def refresh_popular(self, store: OnlineStore) -> bool:
         """Take the store's top items by positive events as the default candidates (materialized
@@ -181,5 +179,5 @@ class Ranker:
 
     async def materialized(self, store: OnlineStore) -> dict[str, str]:
         """The `materialize` marker of this artifact's feature version ({} = never materialized)."""
-        records, _ = await store.read([self.keys.meta], [], [])
-        return records[0]
+        (meta,) = await store.read([self.keys.meta])
+        return dict(meta["a"]) if meta else {}

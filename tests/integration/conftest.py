@@ -37,23 +37,28 @@ def windowed_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-@pytest.fixture(scope="session")
-def windowed_artifact(windowed_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def random_artifact(features_dir: Path, out: Path) -> Path:
+    """An artifact with random, feature-sensitive weights over `features_dir` (a trained tiny model
+    is nearly constant; random weights make any skew visible)."""
     from pipelines.train import load_features, popular_items
     from recsys.artifact import save_artifact
     from recsys.features.splits import read_split
     from recsys.model import WideDeep, WideDeepConfig
 
-    spec, pipeline, _ = load_features(windowed_features)
+    spec, pipeline, _ = load_features(features_dir)
     torch.manual_seed(0)
     model = WideDeep(WideDeepConfig.from_layout(pipeline.layout, spec.model))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.05)
-    _, train_meta = read_split(windowed_features, "train")
-    out = tmp_path_factory.mktemp("wartifact") / "model"
+    _, train_meta = read_split(features_dir, "train")
     save_artifact(out, pipeline, model.eval(), {"popular_items": popular_items(train_meta, spec)})
     return out
+
+
+@pytest.fixture(scope="session")
+def windowed_artifact(windowed_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_artifact(windowed_features, tmp_path_factory.mktemp("wartifact") / "model")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
