@@ -62,6 +62,12 @@ class OnlineStore(Protocol):
         the batch; `ttl_s` (re)sets the ranking's expiry, as `increment` does for records."""
         ...
 
+    async def claim(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        """Claim each key for `ttl_s` seconds (SET key 1 NX EX ttl_s): True for the first claimer of a
+        key, False while an earlier claim lives (a key repeated in `keys` is claimed by its first
+        occurrence). One round trip; the claims of one call are not a transaction."""
+        ...
+
     async def top(self, key: str, n: int) -> list[str]:
         """The n members with the highest scores, best first; equal scores by member, descending (like
         ZREVRANGE). [] when the ranking is absent."""

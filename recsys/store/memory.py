@@ -101,6 +101,19 @@ class MemoryStore:
             ranking[str(member)] = ranking.get(str(member), 0.0) + amount
         self._touch(key, ttl_s)
 
+    async def claim(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        if ttl_s < 1:
+            raise ValueError(f"claims need a TTL of at least 1 second, got {ttl_s}")
+        out = []
+        for key in keys:
+            self._expire(key)
+            first = key not in self._data and key not in self._rankings
+            if first:
+                self._data[key] = {}
+                self._touch(key, ttl_s)
+            out.append(first)
+        return out
+
     async def top(self, key: str, n: int) -> list[str]:
         self._expire(key)
         ranking = self._rankings.get(key, {})

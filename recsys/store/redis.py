@@ -245,6 +245,15 @@ class RedisStore:
         cmds = [pack("MULTI"), *increments, *expiry, pack("EXEC")]
         await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, "ranking increments", transaction=True)
 
+    async def claim(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        if ttl_s < 1:
+            raise ValueError(f"claims need a TTL of at least 1 second, got {ttl_s}")
+        if not keys:
+            return []
+        payload = b"".join([pack("SET", k, 1, "NX", "EX", ttl_s) for k in keys])
+        replies = await self._call(payload, len(keys), self.write_timeout_s, f"{len(keys)} claims")
+        return [r == "OK" for r in replies]  # SET NX answers nil when the key exists
+
     async def top(self, key: str, n: int) -> list[str]:
         if n <= 0:
             return []

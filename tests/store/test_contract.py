@@ -161,3 +161,15 @@ async def test_ranking_increments_set_its_expiry(store: OnlineStore, k: str) -> 
     assert await store.top(f"{k}r", 1) == ["a"]
     await asyncio.sleep(1.2)
     assert await store.top(f"{k}r", 1) == []
+
+
+async def test_claim_is_true_only_for_the_first_claimer_until_it_expires(store: OnlineStore, k: str) -> None:
+    assert await store.claim([k + "a", k + "b", k + "a"], 1) == [True, True, False]  # repeats in one call too
+    assert await store.claim([k + "b", k + "c"], 1) == [False, True]
+    assert await store.claim([], 1) == []
+    await store.write([k + "c"], [{}])  # deleting a claim releases it
+    assert await store.claim([k + "c"], 1) == [True]
+    await asyncio.sleep(1.1)
+    assert await store.claim([k + "a", k + "b"], 60) == [True, True]
+    with pytest.raises(ValueError, match="TTL"):
+        await store.claim([k + "d"], 0)
