@@ -41,6 +41,12 @@ class Rows:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def take(self, index: slice | np.ndarray) -> "Rows":
+        """The rows at `index` (a slice or positions), users deduplicated again."""
+        codes, uniques = pd.factorize(self.row_user[index])
+        return Rows(user_ids=self.user_ids[uniques], row_user=codes.astype(np.int64), item_ids=self.item_ids[index],
+                    timestamp=self.timestamp[index], context={c: v[index] for c, v in self.context.items()})
+
     @classmethod
     def for_user(cls, user_id: str, item_ids: np.ndarray, timestamp: int,
                  context: Mapping[str, Any]) -> "Rows":
@@ -267,13 +273,15 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict
     return cols
 
 
-def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray],
-                    labels: np.ndarray) -> tuple[list[str], list[str], list[int]]:
-    """The HINCRBYs that events (rows with assembled attributes) make: per statistic, count += 1 and
-    positives += label on the entity record's (sub-key) fields; duplicates summed, zeros dropped, in
-    order of first appearance. Summed by factorize + bincount: a pandas groupby over the same few
+def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray], counts: np.ndarray,
+                    positives: np.ndarray) -> tuple[list[str], list[str], list[int]]:
+    """The HINCRBYs that events (rows with assembled attributes) make: per statistic, count += counts
+    and positives += positives on the entity record's (sub-key) fields, in the bucket of the row's
+    timestamp; duplicates summed, zeros dropped, in order of first appearance. An impression is
+    counts 1 and positives its label (0 while the label is pending); a late label is counts 0 and
+    positives its label, on its impression's row. Summed by factorize + bincount: a pandas groupby over the same few
     hundred rows costs ~10x more, and events run on the service's event loop beside ranking."""
-    n = len(labels)
+    n = len(counts)
     if n == 0 or not plan.statistics:
         return [], [], []
     key_parts, field_parts, amount_parts = [], [], []
@@ -284,7 +292,7 @@ def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.n
         subs = [""] * n if sub is None else sub.tolist()
         # An event lands in the bucket of its own timestamp (the last column of its window).
         bucket = s.buckets(columns[plan.timestamp])[:, -1].tolist()
-        for kind, amount in (("c", np.ones(n, dtype=np.int64)), ("p", labels.astype(np.int64))):
+        for kind, amount in (("c", counts.astype(np.int64)), ("p", positives.astype(np.int64))):
             key_parts.append(key)
             field_parts.append(np.array(counter_fields(s.name, subs, kind, bucket), dtype=object))
             amount_parts.append(amount)

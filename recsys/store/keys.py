@@ -5,6 +5,11 @@
     {prefix}:v{feature_version}:popular       ZSET: item id → positive events (`materialize` from the log,
                                               then POST /v1/events); the candidates of requests without any
     {prefix}:v{feature_version}:meta          HASH: written last by `materialize` (what, when, as of)
+    {prefix}:v{feature_version}:e:{event_id}  STRING: the claim of an applied impression event (POST
+                                              /v1/events), kept RECSYS_EVENTS_RETENTION_S: a replay is a duplicate
+    {prefix}:v{feature_version}:imp:{event_id} HASH: an impression whose label comes later (user, item,
+                                              timestamp, context), kept RECSYS_LABEL_WINDOW_S
+    {prefix}:v{feature_version}:l:{event_id}  STRING: the claim of that impression's applied label
 
 A windowed statistic keeps one counter pair per time bucket (`stat:c@<bucket>`); readers sum the
 buckets of the window and ignore older ones, and `materialize`, which rewrites records whole, drops
@@ -50,6 +55,18 @@ class KeySpace:
 
     def item(self, item_id: str) -> str:
         return f"{self.base}i:{item_id}"
+
+    def events(self, ids: Iterable[str]) -> list[str]:
+        base = f"{self.base}e:"
+        return [base + i for i in ids]
+
+    def impressions(self, ids: Iterable[str]) -> list[str]:
+        base = f"{self.base}imp:"
+        return [base + i for i in ids]
+
+    def labels(self, ids: Iterable[str]) -> list[str]:
+        base = f"{self.base}l:"
+        return [base + i for i in ids]
 
     def users(self, ids: Iterable[str]) -> list[str]:
         base = f"{self.base}u:"

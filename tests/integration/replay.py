@@ -76,7 +76,7 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
             online[where] = body["scores"]
             for c in counters:
                 online_counters.loc[where, c] = body["features"][c]
-        events = [{**row(records[i]), "label": int(records[i][spec.label])} for i in batch]
+        events = [{**row(records[i]), "event_id": f"e{tail[i]}", "label": int(records[i][spec.label])} for i in batch]
         resp = post("/v1/events", json={"events": events}, headers=auth)
         assert resp.status_code == 200, resp.text
         batch.clear()

@@ -106,8 +106,10 @@ def test_event_counters_are_summed_per_field_in_order_of_first_appearance() -> N
     read = plan_read(plan, keys, rows, counters=False)
     cols = assemble(plan, rows, read, ([{"country": "c1"}], [None] * (2 * len(read.fields))))
     cols["category"] = np.array(["cat1", "cat1"], dtype=object)
-    k, f, a = counter_updates(plan, keys, cols, np.array([0, 0]))
+    k, f, a = counter_updates(plan, keys, cols, np.ones(2), np.array([0, 0]))
     assert len(set(zip(k, f, strict=True))) == len(k) and set(a) == {2}  # counts only: positives are 0
     assert f[0] == counter_field("user_history", "", "c") and k[0] == keys.user("u")
-    k, f, a = counter_updates(plan, keys, cols, np.array([1, 0]))
+    k, f, a = counter_updates(plan, keys, cols, np.ones(2), np.array([1, 0]))
     assert dict(zip(f, a, strict=True))[counter_field("item_history", "", "p")] == 1
+    k, f, a = counter_updates(plan, keys, cols, np.zeros(2), np.array([1, 0]))  # a late label: positives only
+    assert set(a) == {1} and f and all(name.endswith(":p") for name in f)
