@@ -80,6 +80,8 @@ def _integral(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_integral)]
 # constraints before the validator, or pydantic publishes them as "ge"/"le" instead of minimum/maximum
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_integral)]
+# constraints inside the type, so that they are published inside a nullable field's anyOf too
+LabelValue = Annotated[int, Field(ge=0, le=1), BeforeValidator(_integral)]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextText = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextValue = ContextText | StrictInt | StrictFloat | StrictBool | None
@@ -176,8 +178,8 @@ class Event(_Body):
                                           "duplicate; a late label names it as `impression_id`")
     user_id: Text
     item_id: Text
-    label: Int | None = Field(None, ge=0, le=1, description="1 = click / watch, 0 = shown only; "
-                                                            "omitted = posted later by POST /v1/labels")
+    label: LabelValue | None = Field(None, description="1 = click / watch, 0 = shown only; "
+                                                       "omitted = posted later by POST /v1/labels")
     context: Context = Field(default_factory=Context)
 
 
@@ -192,7 +194,7 @@ class EventsRequest(_Body):
 
 class Label(_Body):
     impression_id: EventId = Field(description="the `event_id` of the impression, posted without a label")
-    label: Int = Field(ge=0, le=1, description="1 = click / watch, 0 = shown only")
+    label: LabelValue = Field(description="1 = click / watch, 0 = shown only")
     timestamp: Timestamp | None = Field(None, description="when the label became known (unix seconds; "
                                                           "default now): the service counts it from its arrival")
 
