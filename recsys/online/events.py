@@ -115,7 +115,7 @@ class EventWriter:
         take = idx[first]
         claimed = [c for c, f in zip(claims, first.tolist(), strict=True) if f]
         if not len(take):
-            return Applied(0, len(idx), len(rows))
+            return Applied(0, len(idx), len(rows) - len(idx))
         cols = {c: v[take] for c, v in assemble(self.plan, rows, read, (users, flat)).items()}
         label = labels[take]
         try:

@@ -65,7 +65,7 @@ def test_a_batch_posted_twice_counts_once(client: TestClient, item: str) -> None
     assert (first["applied"], first["duplicates"], first["unknown"]) == (2, 0, 0)
     once, popular_once = _counters(client, item), _popularity(client, item)
     again = _post(client, "/v1/events", batch)
-    assert (again["applied"], again["duplicates"], again["counters_updated"]) == (0, 2, 0)
+    assert (again["applied"], again["duplicates"], again["unknown"], again["counters_updated"]) == (0, 2, 0, 0)
     assert _counters(client, item) == once and _popularity(client, item) == popular_once == (popular or 0) + 1
     assert once["user_history__count"] == before["user_history__count"] + 2
     assert once["item_history__pos"] == before["item_history__pos"] + 1
