@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.errors import RecsysError
 from recsys.store.factory import build_store
+from service.admission import EventAdmission
 from service.errors import register_exception_handlers
 from service.lifecycle import freeze_long_lived, prepare_ranker, refresh_popular_forever
 from service.metrics import BodyLimitMiddleware, Metrics, TimingMiddleware
@@ -101,6 +102,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_docs(app)
     register_exception_handlers(app)
 
+    app.add_middleware(EventAdmission, settings=settings, refused=metrics.events_refused)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     app.add_middleware(OneLineStartupErrors)

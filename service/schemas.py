@@ -48,6 +48,8 @@ __all__ = [
     "ScoreResponse",
     "Event",
     "EventsRequest",
+    "Label",
+    "LabelsRequest",
     "EventsResponse",
     "ReloadRequest",
     "ReloadResponse",
@@ -98,6 +100,8 @@ Int = Annotated[int, BeforeValidator(_integral)]
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_time_value), WithJsonSchema({"anyOf": [
     {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP},
     {"type": "string", "format": "date-time", "maxLength": 64}]})]
+# constraints inside the type, so that they are published inside a nullable field's anyOf too
+LabelValue = Annotated[int, Field(ge=0, le=1), BeforeValidator(_integral)]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextText = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextValue = ContextText | StrictInt | StrictFloat | StrictBool | None
@@ -187,22 +191,49 @@ class ScoreResponse(BaseModel):
         None, description="with `explain: true` only: raw column → one value per row")
 
 
+EventId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[\x21-\x7e]+$")]
+
+
 class Event(_Body):
+    event_id: EventId = Field(description="unique id of this impression (printable ASCII, no spaces): a second "
+                                          "event with the same id within RECSYS_EVENTS_RETENTION_S is a "
+                                          "duplicate; a late label names it as `impression_id`")
     user_id: Text
     item_id: Text
-    label: Int = Field(ge=0, le=1, description="1 = click / watch, 0 = shown only")
+    label: LabelValue | None = Field(None, description="1 = click / watch, 0 = shown only; "
+                                                       "omitted = posted later by POST /v1/labels")
     context: Context = Field(default_factory=Context)
 
 
 class EventsRequest(_Body):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"events": [{"user_id": "u1", "item_id": "v1", "label": 1, "context": {"timestamp": 1767225769}}]}]})
+        {"events": [{"event_id": "imp-1", "user_id": "u1", "item_id": "v1", "label": 1,
+                     "context": {"timestamp": 1767225769}},
+                    {"event_id": "imp-2", "user_id": "u1", "item_id": "v2", "context": {"timestamp": 1767225769}}]}]})
 
     events: list[Event] = Field(..., min_length=1)
 
 
+class Label(_Body):
+    impression_id: EventId = Field(description="the `event_id` of the impression, posted without a label")
+    label: LabelValue = Field(description="1 = click / watch, 0 = shown only")
+    timestamp: Timestamp | None = Field(None, description="when the label became known (unix seconds; "
+                                                          "default now): the service counts it from its arrival")
+
+
+class LabelsRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"labels": [{"impression_id": "imp-2", "label": 1, "timestamp": 1767226369}]}]})
+
+    labels: list[Label] = Field(..., min_length=1)
+
+
 class EventsResponse(BaseModel):
-    events: int
+    events: int = Field(description="events (labels) in the request")
+    applied: int = Field(description="counted now")
+    duplicates: int = Field(description="already applied within RECSYS_EVENTS_RETENTION_S: unchanged")
+    unknown: int = Field(description="events: an item neither the served model nor the store knows; labels: no "
+                                     "impression waiting for a label under that id. Not counted")
     counters_updated: int
     model_version: str
 
@@ -265,6 +296,7 @@ class Requests:
     recommend: type[RecommendRequest]
     score: type[ScoreRequest]
     events: type[EventsRequest]
+    labels: type[LabelsRequest]
 
 
 def bounded_requests(max_candidates: int, max_k: int, max_events: int) -> Requests:
@@ -287,4 +319,8 @@ def bounded_requests(max_candidates: int, max_k: int, max_events: int) -> Reques
             "EventsRequest", __base__=EventsRequest,
             events=(list[Event], Field(..., min_length=1, max_length=max_events,
                                        description=f"at most {max_events} events (RECSYS_MAX_EVENTS)"))),
+        labels=create_model(
+            "LabelsRequest", __base__=LabelsRequest,
+            labels=(list[Label], Field(..., min_length=1, max_length=max_events,
+                                       description=f"at most {max_events} labels (RECSYS_MAX_EVENTS)"))),
     )

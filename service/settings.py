@@ -33,6 +33,18 @@ RECSYS_MAX_K (1000)
     largest k a request may ask for (published in the OpenAPI schema).
 RECSYS_MAX_EVENTS (10000)
     events per POST /v1/events (published in the OpenAPI schema).
+RECSYS_EVENTS_RETENTION_S (86400)
+    how long an applied event id (and an applied label) is remembered: a batch posted again within
+    it is reported as duplicates and changes nothing.
+RECSYS_LABEL_WINDOW_S (604800)
+    how long an impression posted without a label waits for its label (POST /v1/labels); a later
+    label is answered as unknown.
+RECSYS_EVENTS_MAX_INFLIGHT (4)
+    event and label posts one worker admits at once (one applies, the others wait without using
+    the CPU); more are answered 429 with Retry-After before their body is read.
+RECSYS_EVENTS_LOOP_SHARE (0.5)
+    the largest share of a worker's time event posts may take: after a post that took t seconds
+    the next one waits t * (1 / share - 1). 1 = no pause.
 RECSYS_MAX_BODY_BYTES (1048576)
     larger request bodies are refused with 413 before parsing.
 RECSYS_POPULAR_CANDIDATES (200)
@@ -85,6 +97,10 @@ class ServiceSettings(BaseSettings):
     max_k: int = Field(1000, ge=1)
     max_events: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    events_retention_s: int = Field(86_400, ge=1)
+    label_window_s: int = Field(7 * 86_400, ge=1)
+    events_max_inflight: int = Field(4, ge=1)
+    events_loop_share: float = Field(0.5, gt=0, le=1)
     popular_candidates: int = Field(200, ge=1)
     popular_refresh_s: float = Field(10.0, ge=0)
     admin_token: SecretStr | None = None

@@ -44,6 +44,12 @@ class Rows:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def take(self, index: slice | np.ndarray) -> "Rows":
+        """The rows at `index` (a slice or positions), users deduplicated again."""
+        codes, uniques = pd.factorize(self.row_user[index])
+        return Rows(user_ids=self.user_ids[uniques], row_user=codes.astype(np.int64), item_ids=self.item_ids[index],
+                    timestamp=self.timestamp[index], context={c: v[index] for c, v in self.context.items()})
+
     @classmethod
     def for_user(cls, user_id: str, item_ids: np.ndarray, timestamp: int,
                  context: Mapping[str, Any]) -> "Rows":
@@ -233,14 +239,17 @@ class CounterUpdates:
     expired_before: dict[str, int]  # windowed statistic's field prefix → its first live bucket
 
 
-def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray],
-                    labels: np.ndarray) -> CounterUpdates:
-    """What events (rows with assembled attributes) add: per statistic, count += 1 and positives +=
-    label on the entity record's (sub-key, bucket) field; duplicates summed, zeros dropped, keys in
-    order of first appearance. Summed by factorize + bincount: a pandas groupby over the same few
-    hundred rows costs ~10x more, and events run on the service's event loop beside ranking. The
-    buckets that left the window of the earliest event are dropped as the counters are written."""
-    n = len(labels)
+def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray], counts: np.ndarray,
+                    positives: np.ndarray) -> CounterUpdates:
+    """What events (rows with assembled attributes) add: per statistic, count += counts and positives
+    += positives on the entity record's (sub-key, bucket) field, in the bucket of the row's timestamp;
+    duplicates summed, zeros dropped, keys in order of first appearance. An impression is counts 1
+    and positives its label (0 while the label is pending); a late label is counts 0 and positives
+    its label, on its impression's row (so in its impression's bucket). Summed by factorize +
+    bincount: a pandas groupby over the same few hundred rows costs ~10x more, and events run on the
+    service's event loop beside ranking. The buckets that left the window of the earliest row are
+    dropped as the counters are written."""
+    n = len(counts)
     if n == 0 or not plan.statistics:
         return CounterUpdates([], [], {})
     key_parts, field_parts, amount_parts = [], [], []
@@ -255,7 +264,7 @@ def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.n
         if s.window_s is not None:
             expired_before[f"{s.name}:"] = int(window[:, 0].min())
         bucket = window[:, -1].tolist()
-        for kind, amount in (("c", np.ones(n, dtype=np.int64)), ("p", labels.astype(np.int64))):
+        for kind, amount in (("c", counts.astype(np.int64)), ("p", positives.astype(np.int64))):
             key_parts.append(key)
             field_parts.append(np.array(counter_fields(s.name, subs, kind, bucket), dtype=object))
             amount_parts.append(amount)

@@ -4,9 +4,7 @@
                    one forward pass (Predictor) → top-k
                    degraded (store failed, past its budget, or lacking this feature version's
                    materialize marker): cold features, and the reason on the result
-    record_events: one round trip for the attributes that key the statistics → one batch of counter
-                   increments (server-side, expired buckets dropped) → the clicked items' ZINCRBYs
-                   in the popularity ranking
+    events:        impressions and late labels into the statistics, idempotent (recsys/online/events.py)
 
 It holds no connection and no global state: the service owns the store and swaps whole Rankers on
 reload, so a request that started on the old model finishes on it.
@@ -24,8 +22,10 @@ import numpy as np
 from recsys.artifact import Artifact
 from recsys.errors import ArtifactError, StoreError
 from recsys.inference import Predictor, top_k
-from recsys.online.columns import Read, Rows, assemble, counter_updates, plan_read
+from recsys.online.columns import Read, Rows, assemble, plan_read
+from recsys.online.events import EventWriter
 from recsys.online.plan import OnlinePlan
+from recsys.spec import CategoricalFeature
 from recsys.store.base import OnlineStore, Record
 from recsys.store.keys import KeySpace
 
@@ -81,6 +81,10 @@ class Ranker:
         self.predictor = Predictor.from_artifact(artifact)
         self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
         self.keys = KeySpace(prefix, artifact.feature_version)
+        spec = artifact.pipeline.spec
+        item_vocab = next((artifact.pipeline.vocabulary(name) for name, f in spec.features.items()
+                           if isinstance(f, CategoricalFeature) and (f.column or name) == spec.item_key), None)
+        self.events = EventWriter(self.plan, self.keys, item_vocab)
         self.popular_limit = popular_limit
         popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
         # The candidates of requests without any: the artifact's train-time list until
@@ -153,23 +157,9 @@ class Ranker:
         out.timings.topk = time.perf_counter() - t0
         return out
 
-    async def record_events(self, store: OnlineStore, rows: Rows, labels: np.ndarray,
-                            ttl_s: int | None = None) -> int:
-        """Add events to the online statistics exactly as the offline counts them. Post an event
-        after scoring its impression: the score must not see its own event (strictly before)."""
-        read = plan_read(self.plan, self.keys, rows, counters=False)
-        cols = assemble(self.plan, rows, read, await store.read(read.keys))
-        updates = counter_updates(self.plan, self.keys, cols, labels)
-        # The popularity ranking first: if the counters then fail, the client's retry counts the
-        # ranking twice (a default-candidates list), never the statistics (model inputs).
-        clicked = labels > 0
-        await store.add_to_ranking(self.keys.popular, rows.item_ids[clicked].tolist(), labels[clicked].tolist(), ttl_s)
-        await store.increment(updates.keys, updates.amounts, updates.expired_before, ttl_s)
-        return len(updates.keys)
-
     async def refresh_popular(self, store: OnlineStore) -> bool:
         """Take the store's top items by positive events as the default candidates (materialized
-        from the log, kept current by `record_events`). False, and the list unchanged, when the
+        from the log, kept current by POST /v1/events). False, and the list unchanged, when the
         store has no ranking for this feature version."""
         top = await store.top(self.keys.popular, self.popular_limit)
         if not top:

@@ -83,7 +83,9 @@ class OnlineStore(Protocol):
 
     async def claim(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
         """Mark each key as seen for `ttl_s` seconds (SET NX EX): True for the first claimer of a
-        key, False while an earlier claim lives. Makes event ingestion idempotent."""
+        key, False while an earlier claim lives (a key repeated in `keys` is claimed by its first
+        occurrence). A `write` to the key replaces the claim (an empty record releases it). Makes
+        event ingestion idempotent; the claims of one call are not a transaction."""
         ...
 
     async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],

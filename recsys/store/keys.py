@@ -5,6 +5,12 @@
     {{prefix}:v{feature_version}:popular}       ZSET: item id → positive events (`materialize` from the log,
                                                 then POST /v1/events); the candidates of requests without any
     {prefix}:v{feature_version}:meta            STRING: a record written last by `materialize` (what, when, as of)
+    {prefix}:v{feature_version}:{e:<event_id>}  STRING: the claim of an applied impression event (POST /v1/events),
+                                                kept RECSYS_EVENTS_RETENTION_S: a replay is a duplicate
+    {prefix}:v{feature_version}:{imp:<event_id>} STRING: an impression whose label comes later, a record whose
+                                                attributes are user, item, timestamp, context (JSON); kept
+                                                RECSYS_LABEL_WINDOW_S
+    {prefix}:v{feature_version}:{l:<event_id>}  STRING: the claim of that impression's applied label
 
 The braces are Redis Cluster hash tags: a record's slot depends on its entity alone (so one entity's
 records of two feature versions live on one node), and the popularity ranking's staging copies share
@@ -52,10 +58,22 @@ class KeySpace:
     def item(self, item_id: str) -> str:
         return f"{self.base}{{i:{item_id}}}"
 
+    def events(self, ids: Iterable[str]) -> list[str]:
+        return self._tagged("e", ids)
+
+    def impressions(self, ids: Iterable[str]) -> list[str]:
+        return self._tagged("imp", ids)
+
+    def labels(self, ids: Iterable[str]) -> list[str]:
+        return self._tagged("l", ids)
+
     def users(self, ids: Iterable[str]) -> list[str]:
-        base = f"{self.base}{{u:"
-        return [f"{base}{i}}}" for i in ids]
+        return self._tagged("u", ids)
 
     def items(self, ids: Iterable[str]) -> list[str]:
-        base = f"{self.base}{{i:"
+        return self._tagged("i", ids)
+
+    def _tagged(self, kind: str, ids: Iterable[str]) -> list[str]:
+        """`{base}{<kind>:<id>}` for each id: the hash tag spreads the ids over the cluster's slots."""
+        base = f"{self.base}{{{kind}:"
         return [f"{base}{i}}}" for i in ids]

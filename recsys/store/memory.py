@@ -50,6 +50,7 @@ class MemoryStore:
                     ttl_s: int | None = None) -> int:
         for key, attrs, counts in zip(keys, attributes, counters, strict=True):
             old = self._get(key)
+            self._claims.pop(key, None)  # like Redis: a write replaces whatever the key held
             rec = Record(a={str(f): str(v) for f, v in attrs.items()}, c={str(f): int(n) for f, n in counts.items()})
             if keep_counters and old is not None:
                 rec["c"] = {**rec["c"], **old["c"]}

@@ -96,12 +96,14 @@ def test_event_counters_are_summed_per_field_in_order_of_first_appearance() -> N
     read = plan_read(plan, keys, rows, counters=False)
     cols = assemble(plan, rows, read, [{"a": {"country": "c1"}, "c": {}}, None, None])
     cols["category"] = np.array(["cat1", "cat1"], dtype=object)
-    up = counter_updates(plan, keys, cols, np.array([0, 0]))
+    up = counter_updates(plan, keys, cols, np.ones(2), np.array([0, 0]))
     assert up.keys == [keys.user("u"), keys.item("i")]  # in order of first appearance
     assert all(set(a.values()) == {2} for a in up.amounts)  # counts only: positives are 0
     assert next(iter(up.amounts[0])) == counter_field("user_history", "", "c")
-    up = counter_updates(plan, keys, cols, np.array([1, 0]))
+    up = counter_updates(plan, keys, cols, np.ones(2), np.array([1, 0]))
     assert up.amounts[1][counter_field("item_history", "", "p")] == 1
+    up = counter_updates(plan, keys, cols, np.zeros(2), np.array([1, 0]))  # a late label: positives only
+    assert all(set(a.values()) == {1} and all(f.split("@")[0].endswith(":p") for f in a) for a in up.amounts)
 
 
 def test_events_drop_the_buckets_that_left_the_window_of_the_earliest_event() -> None:
@@ -113,4 +115,5 @@ def test_events_drop_the_buckets_that_left_the_window_of_the_earliest_event() ->
     rows = Rows.from_records(["u", "u"], ["i", "j"], [100 * day + 5, 101 * day], [{}] * 2, plan.context_columns)
     read = plan_read(plan, KeySpace("t", "x"), rows, counters=False)
     cols = assemble(plan, rows, read, [None, None, None])
-    assert counter_updates(plan, KeySpace("t", "x"), cols, np.array([1, 0])).expired_before == {"user_day:": 98}
+    up = counter_updates(plan, KeySpace("t", "x"), cols, np.ones(2), np.array([1, 0]))
+    assert up.expired_before["user_day:"] == 98

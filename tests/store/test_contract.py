@@ -88,6 +88,9 @@ async def test_increments_drop_expired_window_buckets(store: OnlineStore, k: str
 async def test_claims_are_won_once_until_they_expire(store: OnlineStore, k: str) -> None:
     assert await store.claim([k + "e1", k + "e2", k + "e1"], ttl_s=1) == [True, True, False]
     assert await store.claim([k + "e1"], ttl_s=1) == [False]
+    assert await store.claim([], ttl_s=1) == []
+    await store.write([k + "e2"], [{}], [{}])  # an empty record deletes the claim: released
+    assert await store.claim([k + "e2"], ttl_s=1) == [True]
     await asyncio.sleep(1.2)
     assert await store.claim([k + "e1"], ttl_s=1) == [True]
 
@@ -181,3 +184,4 @@ async def test_ranking_increments_set_its_expiry(store: OnlineStore, k: str) -> 
     assert await store.top(f"{k}r", 1) == ["a"]
     await asyncio.sleep(1.2)
     assert await store.top(f"{k}r", 1) == []
+
