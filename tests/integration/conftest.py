@@ -61,6 +61,23 @@ def windowed_artifact(windowed_features: Path, tmp_path_factory: pytest.TempPath
     return random_artifact(windowed_features, tmp_path_factory.mktemp("wartifact") / "model")
 
 
+@pytest.fixture(scope="session")
+def shipped_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped synthetic spec as it is (labels known 10 minutes late) over the tiny raw tables."""
+    from pipelines.build_features import build_features
+    from recsys.spec import load_spec
+
+    out = tmp_path_factory.mktemp("sfeatures") / "features"
+    build_features(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), tiny_raw, out, log=lambda _: None,
+                   progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_artifact(shipped_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_artifact(shipped_features, tmp_path_factory.mktemp("sartifact") / "model")
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:

@@ -2,12 +2,11 @@
 post its event. Statistics are point in time, so the store starts materialized as of the replay's
 start and every timestamp group is scored before its own events are posted.
 
-With `label_delay_s` (issue 11 item 4) the labels come later, as in production: each impression is
-posted without a label right after it was scored, and its label is posted (POST /v1/labels, by the
-impression's id) when its label time t + delay has passed. Rows are then compared with the offline
-statistics of the same definition: an impression at T counts the impressions at t < T and the
-positives whose label time t + delay < T (`delayed_positives`), and the probabilities the model gives
-those inputs (`expected_with_delay`)."""
+With a spec whose labels come late (`label_delay`, issue 11 item 4), the labels come late online
+too: each impression is posted without a label right after it was scored, and its label is posted
+(POST /v1/labels, by the impression's id) when its label time t + delay has passed. The rows are
+compared with what `build-features` and `evaluate` computed offline for the same spec (positives
+count from t + delay < T), not with a definition written again here."""
 
 from __future__ import annotations
 
@@ -31,11 +30,11 @@ Post = Callable[..., Any]  # httpx.Client.post or TestClient.post
 
 @dataclass
 class Replay:
-    offline: np.ndarray  # probabilities from the offline path (`recsys evaluate`'s, or of the delayed statistics)
+    offline: np.ndarray  # probabilities from the offline path (`recsys evaluate`'s)
     online: np.ndarray  # the same rows served over HTTP
-    offline_counters: pd.DataFrame  # raw statistic counters build-features computed per row (delayed: recomputed)
+    offline_counters: pd.DataFrame  # raw statistic counters build-features computed per row
     online_counters: pd.DataFrame  # the counters the service scored each row with (explain)
-    undelayed_counters: pd.DataFrame | None = None  # delayed mode: the counters with labels known at once
+    undelayed_counters: pd.DataFrame | None = None  # delayed labels: the counters had labels been known at once
 
 
 def first_test_timestamp(features_dir: Path) -> int:
@@ -49,43 +48,19 @@ def replay_start(features_dir: Path, label_delay_s: int = 0) -> int:
     return first_test_timestamp(features_dir) - label_delay_s
 
 
-def delayed_positives(spec: FeatureSpec, frame: pd.DataFrame, rows: np.ndarray, label_delay_s: int) -> pd.DataFrame:
-    """For each of `rows` (positions in `frame`, at time T), per statistic: the positives of the same
-    key whose label time t + delay < T (strictly). A sort, not a loop: queries and label arrivals are
-    merged per key in time order, a query before a label at the same instant."""
-    ts = frame[spec.timestamp].to_numpy().astype(np.int64)
-    positive = np.flatnonzero(frame[spec.label].to_numpy() > 0)
-    out = {}
-    for name in spec.statistics:
-        if spec.statistics[name].window_s is not None:
-            raise NotImplementedError("windowed statistics are checked by tests/service/test_events.py")
-        keys = spec.statistic_key_columns(name)
-        parts = [frame[k].to_numpy() for k in keys]
-        arrivals = pd.DataFrame({**{f"k{i}": p[positive] for i, p in enumerate(parts)},
-                                 "t": ts[positive] + label_delay_s, "label": 1, "row": -1})
-        queries = pd.DataFrame({**{f"k{i}": p[rows] for i, p in enumerate(parts)},
-                                "t": ts[rows], "label": 0, "row": np.arange(len(rows))})
-        both = pd.concat([queries, arrivals], ignore_index=True)
-        by = [f"k{i}" for i in range(len(keys))]
-        both = both.sort_values([*by, "t", "label"], kind="mergesort")
-        both["seen"] = both.groupby(by, sort=False, dropna=False)["label"].cumsum()
-        q = both[both["row"] >= 0].sort_values("row")
-        out[pos_column(name)] = q["seen"].to_numpy(dtype=np.float64)
-    return pd.DataFrame(out)
+def _counters(spec: FeatureSpec, raw_dir: Path, columns: list[str]) -> pd.DataFrame:
+    """The raw frame's statistic counters, as build-features computes them for `spec`."""
+    raw = load_raw(spec, raw_dir)
+    add_statistics(spec, raw)
+    return raw.frame[columns]
 
 
-def expected_with_delay(predictor: Predictor, frame: pd.DataFrame, rows: np.ndarray,
-                        counters: pd.DataFrame) -> np.ndarray:
-    """The model's probabilities for `rows` of the raw frame with these statistic counters."""
-    cols = {c: frame[c].to_numpy()[rows] for c in predictor.pipeline.required_columns() if c in frame}
-    cols.update({c: counters[c].to_numpy() for c in counters})
-    return predictor.score(cols)
-
-
-def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token: str, min_rows: int = 1000,
-           label_delay_s: int | None = None) -> Replay:
+def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token: str,
+           min_rows: int = 1000) -> Replay:
     artifact = load_artifact(model_dir)
     spec = artifact.pipeline.spec
+    assert spec.label_timestamp is None, "the replay posts labels a fixed `label_delay` after their impressions"
+    label_delay_s = spec.label_delay_s if spec.delayed_labels else None
     predictor = Predictor.from_artifact(artifact)
     probs, meta = offline_scores(predictor, features_dir, "test")
     raw = load_raw(spec, raw_dir)
@@ -94,6 +69,10 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
     test_index = split_indices(spec, raw)["test"]
     assert (frame[spec.item_key].to_numpy()[test_index] == meta[spec.item_key].to_numpy()).all()
     counters = [c for s in spec.statistics for c in (count_column(s), pos_column(s))]
+    # the offline counters are the encoded features' inputs: `evaluate`'s probabilities must come from them
+    np.testing.assert_allclose(predictor.score({c: frame[c].to_numpy()[test_index]
+                                                for c in predictor.pipeline.required_columns() if c in frame}),
+                               probs, rtol=0, atol=1e-5)
     context_cols = spec.source_columns("impressions")
     delay = label_delay_s or 0
     as_of = replay_start(features_dir, delay)
@@ -177,16 +156,10 @@ def replay(post: Post, raw_dir: Path, features_dir: Path, model_dir: Path, token
     else:
         scored += flush()
     done = ~np.isnan(online)
-    offline_counters = frame.iloc[test_index][counters].reset_index(drop=True)
-    if label_delay_s is None:
-        return Replay(probs[done], online[done], offline_counters[done].reset_index(drop=True),
-                      online_counters[done].reset_index(drop=True))
-    rows = test_index[done]
-    # The expected path is checked on the undelayed statistics first: it must give `evaluate`'s probabilities.
-    np.testing.assert_allclose(expected_with_delay(predictor, frame, rows, offline_counters[done]), probs[done],
-                               rtol=0, atol=1e-5)
-    delayed = offline_counters[done].reset_index(drop=True).copy()
-    positives = delayed_positives(spec, frame, rows, delay)
-    delayed[positives.columns] = positives.to_numpy()
-    return Replay(expected_with_delay(predictor, frame, rows, delayed), online[done], delayed,
-                  online_counters[done].reset_index(drop=True), offline_counters[done].reset_index(drop=True))
+    offline_counters = frame.iloc[test_index][counters].reset_index(drop=True)[done].reset_index(drop=True)
+    undelayed = None
+    if label_delay_s is not None:
+        at_once = spec.model_copy(update={"label_delay": None})
+        undelayed = _counters(at_once, raw_dir, counters).iloc[test_index[done]].reset_index(drop=True)
+    return Replay(probs[done], online[done], offline_counters, online_counters[done].reset_index(drop=True),
+                  undelayed)
