@@ -51,7 +51,7 @@ async def test_a_week_of_events_keeps_the_record_size_and_the_read_time_flat(
             transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
         for hour in range(7 * 24 + 1):
             ts = start + hour * 3600
-            events = [{"user_id": user, "item_id": items[(hour + i) % 3], "label": i % 2,
+            events = [{"event_id": f"w{hour}-{i}", "user_id": user, "item_id": items[(hour + i) % 3], "label": i % 2,
                        "context": {"timestamp": ts + 600 * i, "device": "ios"}} for i in range(6)]
             resp = await client.post("/v1/events", json={"events": events}, headers=AUTH)
             assert resp.status_code == 200, resp.text
@@ -67,6 +67,47 @@ async def test_a_week_of_events_keeps_the_record_size_and_the_read_time_flat(
     # full from day 7 of the 7-day window on; the 1- and 2-day windows were full long before
     assert max(sizes.values()) <= sizes[2] * 1.1 + 64, sizes
     assert reads[7] < reads[2] * 1.5 + 0.001, reads
+
+
+async def test_events_and_late_labels_are_idempotent_on_a_cluster(
+        redis_cluster: RedisCluster, tiny_artifact: Path, tiny_raw: Path) -> None:
+    """Event ids, kept impressions and label claims are hash-tagged one by one, so one batch's keys
+    lie in many slots on every master: the claims still answer per key, a repost is all duplicates,
+    and a late label finds its impression wherever it lives."""
+    prefix = f"cev{time.time_ns()}"
+    redis_cluster_url = redis_cluster.url
+    await fill(redis_cluster_url, tiny_artifact, tiny_raw, prefix=prefix)
+    app = create_app(ServiceSettings(model_dir=tiny_artifact, redis_url=redis_cluster_url, admin_token=TOKEN,
+                                     key_prefix=prefix, store_budget_ms=5000))
+    ts = 1_767_225_769
+    items = [f"v{i}" for i in range(1, 41)]
+    events = [{"event_id": f"c-{i}", "user_id": "u-cluster", "item_id": item,
+               "context": {"timestamp": ts, "device": "ios"}} for i, item in enumerate(items)]
+    row = {"user_id": "u-cluster", "item_id": items[0], "context": {"timestamp": ts + 60, "device": "ios"}}
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        async def post(path: str, body: dict[str, object]) -> dict[str, int]:
+            resp = await client.post(path, json=body, headers=AUTH)
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json())
+
+        async def user_history() -> tuple[float, float]:
+            f = (await post("/v1/score", {"rows": [row], "explain": True}))["features"]
+            return f["user_history__count"][0], f["user_history__pos"][0]  # type: ignore[index]
+
+        assert (await post("/v1/events", {"events": events}))["applied"] == len(items)
+        again = await post("/v1/events", {"events": events})
+        assert (again["applied"], again["duplicates"]) == (0, len(items))
+        assert await user_history() == (len(items), 0.0)  # labels pending
+        labels = [{"impression_id": e["event_id"], "label": i % 2} for i, e in enumerate(events)]
+        assert (await post("/v1/labels", {"labels": labels}))["applied"] == len(items)
+        assert (await post("/v1/labels", {"labels": labels}))["duplicates"] == len(items)
+        assert await user_history() == (len(items), len(items) // 2)
+    keys = KeySpace(prefix, load_artifact(tiny_artifact).feature_version)
+    port = redis_cluster.masters()[0]
+    claims = keys.events(str(e["event_id"]) for e in events)
+    slots = {redis_cluster.cli(port, "CLUSTER", "KEYSLOT", k).strip() for k in claims}
+    assert len(slots) > len(items) // 2  # a slot per event id: one batch's claims span the cluster
 
 
 async def test_the_service_rides_out_a_cluster_failover_in_degraded_mode(

@@ -2,7 +2,8 @@
 random split), on one Redis and on a 3-master Redis Cluster: a live uvicorn serves the offline
 probabilities of a test-split replay, and POST /v1/events rebuilds the offline point-in-time
 statistics, including MovieLens's item x user-attribute ones (item_gender_history,
-item_age_history) and its multi-hot, windowed and datetime features. A few hundred rows per spec:
+item_age_history) and its multi-hot, windowed and datetime features, and the synthetic spec's
+10-minute label delay (labels posted late by impression id, POST /v1/labels). A few hundred rows per spec:
 the full-size replay of the synthetic spec is `test_skew.py`."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from recsys.store.redis import RedisStore
 from tests.conftest import REPO
 
 from .conftest import TOKEN, random_artifact, start_uvicorn
-from .replay import first_test_timestamp, replay
+from .replay import replay, replay_start
 
 pytestmark = [pytest.mark.redis, pytest.mark.movielens]
 SPECS = sorted(p.stem for p in (REPO / "pipelines" / "specs").glob("*.yaml"))
@@ -62,7 +63,8 @@ def test_every_shipped_spec_serves_the_offline_probabilities_and_statistics(
     async def fill() -> None:
         store = RedisStore(url)
         await materialize(artifact.pipeline.spec, raw, store, KeySpace(prefix, artifact.feature_version),
-                          as_of=first_test_timestamp(features), log=lambda _: None, keep_counters=False)
+                          as_of=replay_start(features, artifact.pipeline.spec.label_delay_s), log=lambda _: None,
+                          keep_counters=False)
         await store.close()
 
     asyncio.run(fill())
