@@ -117,3 +117,14 @@ def test_events_drop_the_buckets_that_left_the_window_of_the_earliest_event() ->
     cols = assemble(plan, rows, read, [None, None, None])
     up = counter_updates(plan, KeySpace("t", "x"), cols, np.ones(2), np.array([1, 0]))
     assert up.expired_before["user_day:"] == 98
+
+
+def test_taking_rows_deduplicates_their_users_again() -> None:
+    """Events are applied in chunks (`Rows.take`): each chunk's users are its own, in first-seen order."""
+    rows = Rows.from_records(["a", "b", "a", "c"], ["i1", "i2", "i3", "i4"], [1, 2, 3, 4], [{"device": "x"}] * 4,
+                             ["device"])
+    part = rows.take(slice(1, 3))
+    assert part.user_ids.tolist() == ["b", "a"] and part.row_user.tolist() == [0, 1]
+    assert part.item_ids.tolist() == ["i2", "i3"] and part.timestamp.tolist() == [2, 3]
+    picked = rows.take(np.array([3, 0]))
+    assert picked.user_ids[picked.row_user].tolist() == ["c", "a"] and picked.context["device"].tolist() == ["x", "x"]
