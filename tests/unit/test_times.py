@@ -115,7 +115,7 @@ def test_materialized_age_columns_are_the_parsed_seconds(spec: FeatureSpec, tiny
     zoned = _representations(tiny_raw, tmp_path)["zoned parquet"]
     records, _ = collect_records(spec, zoned)
     items = records["items"]
-    upload = items.values[items.fields == "upload_time"]
+    upload = items.attributes.values[items.attributes.fields == "upload_time"]
     want = pd.read_parquet(tiny_raw / "items.parquet")["upload_time"].astype(str)
     assert sorted(upload.tolist()) == sorted(want.tolist())
 
