@@ -8,6 +8,9 @@
   rank/embedded  the same with the embedded store
   http/redis     POST /v1/recommendations against a live uvicorn (1 worker) on Redis, one request at a
                  time ("light load"), client on the same machine
+  .../baseline   (--baseline DIR) the same against DIR's code (another commit), each request sent to both
+                 servers in turn: an interleaved A/B in one run
+  http/cluster   (--cluster) the same on a 3-master Redis Cluster
 
 p50/p99 over --requests requests per cell, users drawn from the users table (plus 10% cold ones),
 candidates sampled from the items table. Prints a table and one JSON line (last line of stdout).
@@ -48,6 +51,7 @@ from recsys.store.materialize import materialize  # noqa: E402
 from recsys.store.memory import MemoryStore  # noqa: E402
 from recsys.store.redis import RedisStore  # noqa: E402
 from service.lifecycle import freeze_long_lived  # noqa: E402
+from tests.cluster import RedisCluster  # noqa: E402
 
 SIZES = (200, 500, 1000)
 
@@ -121,7 +125,7 @@ async def in_process(ranker: Ranker, redis: RedisStore, memory: MemoryStore, wor
         user, cands, ctx = work.request(size)
         rows = Rows.for_user(user, np.array(cands, dtype=object), ctx["timestamp"], {"device": ctx["device"]})
         read = plan_read(ranker.plan, ranker.keys, rows)
-        cols = assemble(ranker.plan, rows, read, await redis.read(read.whole, read.keys, read.fields))
+        cols = assemble(ranker.plan, rows, read, await redis.read(read.keys))
         enc = ranker.predictor.pipeline.transform(cols)
         # The two forwards alternate call by call, so that a drift of the machine's speed hits both.
         split_from = recsys.model.SHARED_COLUMNS_MIN_ROWS
@@ -151,53 +155,81 @@ async def in_process(ranker: Ranker, redis: RedisStore, memory: MemoryStore, wor
     return results
 
 
-def http_bench(model: Path, redis_url: str, prefix: str, work: Workload, n_req: int, size: int) -> dict[str, Any]:
-    """One uvicorn worker (1 torch thread) on Redis; one keep-alive connection from the stdlib client
-    (the lightest client, so the 2 shared cores go to the server), one request at a time."""
+def start_service(model: Path, redis_url: str, prefix: str, root: Path = REPO) -> tuple[subprocess.Popen[bytes], Any]:
+    """One uvicorn worker (1 torch thread) of the code under `root` on Redis, and one keep-alive
+    connection from the stdlib client (the lightest client, so the 2 shared cores go to the server)."""
     import http.client
 
     port = free_port()
     env = {**os.environ, "RECSYS_MODEL_DIR": str(model), "REDIS_URL": redis_url, "RECSYS_KEY_PREFIX": prefix,
-           "RECSYS_TORCH_THREADS": "1"}
+           "RECSYS_TORCH_THREADS": "1", "PYTHONPATH": str(root)}
     log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host",
                              "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        deadline = time.time() + 60
-        while True:
-            try:
-                conn.request("GET", "/readyz")
-                if conn.getresponse().read() and conn.sock is not None:
-                    break
-            except OSError:
-                conn.close()
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"uvicorn did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.2)
-        headers = {"content-type": "application/json"}
-        lat, server = [], []
-        for i in range(n_req + 100):
-            u, c, x = work.request(size)
-            body = json.dumps({"user_id": u, "candidates": c, "context": x, "k": 10})
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    deadline = time.time() + 90
+    while True:
+        try:
+            conn.request("GET", "/readyz")
+            if conn.getresponse().read() and conn.sock is not None:
+                return proc, conn
+        except OSError:
+            conn.close()
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"uvicorn did not start: {Path(log.name).read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def http_bench(servers: dict[str, tuple[subprocess.Popen[bytes], Any]], work: Workload, n_req: int,
+               size: int) -> dict[str, Any]:
+    """POST /v1/recommendations one request at a time, the same request to every server in turn
+    (an interleaved A/B: a drift of the machine's speed hits all of them alike)."""
+    headers = {"content-type": "application/json"}
+    for _, conn in servers.values():
+        conn.close()  # idle past uvicorn's keep-alive while the others started: the next request reconnects
+    lat: dict[str, list[float]] = {name: [] for name in servers}
+    took: dict[str, list[float]] = {name: [] for name in servers}
+    degraded = dict.fromkeys(servers, 0)
+    for i in range(n_req + 100):
+        u, c, x = work.request(size)
+        body = json.dumps({"user_id": u, "candidates": c, "context": x, "k": 10})
+        for name, (_, conn) in servers.items():
             t0 = time.perf_counter()
             conn.request("POST", "/v1/recommendations", body, headers)
             resp = conn.getresponse()
             data = resp.read()
             dt = time.perf_counter() - t0
             if resp.status != 200:
-                raise RuntimeError(f"HTTP {resp.status}: {data[:300]!r}")
+                raise RuntimeError(f"{name}: HTTP {resp.status}: {data[:300]!r}")
+            answer = json.loads(data)
             if i >= 100:
-                lat.append(dt)
-                server.append(json.loads(data)["took_ms"] / 1e3)
+                degraded[name] += answer.get("degraded") is not None  # the store missed the 30 ms budget
+                lat[name].append(dt)
+                took[name].append(answer["took_ms"] / 1e3)
+    out = {}
+    for name, (proc, conn) in servers.items():
         conn.close()
         with open(f"/proc/{proc.pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-        return {**pct(lat), "handler_p50_ms": pct(server)["p50_ms"], "server_peak_rss_mb": round(rss, 1)}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        out[name] = {**pct(lat[name]), "handler_p50_ms": pct(took[name])["p50_ms"], "degraded": degraded[name],
+                     "server_peak_rss_mb": round(rss, 1)}
+    return out
+
+
+def fill_baseline(baseline: Path, model: Path, raw: Path, redis_url: str, prefix: str) -> None:
+    """`materialize` of the baseline checkout (its own key layout), in a process of its own."""
+    code = ("import asyncio; from recsys.artifact import load_artifact; from recsys.store.keys import KeySpace; "
+            "from recsys.store.materialize import materialize; from recsys.store.redis import RedisStore\n"
+            "async def go():\n"
+            f"    a = load_artifact({str(model)!r}); s = RedisStore({redis_url!r})\n"
+            f"    await materialize(a.pipeline.spec, {str(raw)!r}, s, KeySpace({prefix!r}, a.feature_version), "
+            "log=lambda _: None)\n"
+            "    await s.close()\n"
+            "asyncio.run(go())")
+    subprocess.run([sys.executable, "-c", code], cwd=baseline, env={**os.environ, "PYTHONPATH": str(baseline)},
+                   check=True)
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -224,7 +256,7 @@ def table(results: dict[str, Any]) -> str:
             continue
         st = r.get("stages_p50_ms")
         extra = " / ".join(f"{v:.3f}" for v in st.values()) if st else (
-            f"handler p50 {r['handler_p50_ms']:.3f}" if "handler_p50_ms" in r else "")
+            f"handler p50 {r['handler_p50_ms']:.3f}, {r['degraded']} degraded" if "handler_p50_ms" in r else "")
         lines.append(f"{name:<24}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['min_ms']:>9.3f}  {extra}")
     return "\n".join(lines)
 
@@ -237,6 +269,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     ranker.warm_up()
     work = Workload(raw, artifact.pipeline.spec)
     redis_proc, redis_url, workdir = (None, args.redis_url, None) if args.redis_url else start_redis()
+    cluster: RedisCluster | None = None
     try:
         redis = RedisStore(redis_url, timeout_s=1.0)
         memory = MemoryStore()
@@ -245,8 +278,25 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         freeze_long_lived()  # as the service does after start-up: the collector skips what is loaded
         results: dict[str, Any] = await in_process(ranker, redis, memory, work, args.requests)
         await redis.close()
-        results["http/redis/200"] = http_bench(model, redis_url, "bench", work, args.requests, 200)
+        servers = {"http/redis/200": start_service(model, redis_url, "bench")}
+        if args.baseline:
+            fill_baseline(Path(args.baseline), model, raw, redis_url, "base")
+            servers["http/redis/200/baseline"] = start_service(model, redis_url, "base", Path(args.baseline))
+        if args.cluster:
+            cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bench-cluster-")), masters=3, replicas=0)
+            store = RedisStore(cluster.url, timeout_s=1.0)
+            await materialize(artifact.pipeline.spec, raw, store, ranker.keys, log=lambda _: None)
+            await store.close()
+            servers["http/cluster/200"] = start_service(model, cluster.url, "bench")
+        try:
+            results.update(http_bench(servers, work, args.requests, 200))
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=10)
     finally:
+        if cluster is not None:
+            cluster.stop()
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
@@ -266,6 +316,9 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="where the bench dataset/artifact goes")
     p.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     p.add_argument("--requests", type=int, default=1000, help="timed requests per cell")
+    p.add_argument("--baseline", help="a checkout of another commit: its service is timed beside this one's "
+                                      "(interleaved A/B on the same Redis, each with its own key layout)")
+    p.add_argument("--cluster", action="store_true", help="also time the service on a 3-master Redis Cluster")
     args = p.parse_args()
     if bool(args.model) != bool(args.raw):
         p.error("--model and --raw go together")

@@ -193,20 +193,27 @@ def demo(
 def materialize(
     model: Annotated[Path, typer.Option(help="artifact folder (decides the spec and the key version)")],
     raw: Annotated[Path, typer.Option(help="folder with impressions, users, items tables")],
-    redis_url: Annotated[Optional[str], typer.Option(envvar="REDIS_URL", help="redis://host:port/db")] = None,
-    prefix: Annotated[str, typer.Option(help="key prefix: {prefix}:v{feature_version}:u|i:{id}")] = "rec",
+    redis_url: Annotated[Optional[str], typer.Option(
+        envvar="REDIS_URL", help="redis://host:port/db, or a cluster: redis+cluster://host:port,host:port")] = None,
+    prefix: Annotated[str, typer.Option(help="key prefix: {prefix}:v{feature_version}:{u|i:id}")] = "rec",
     as_of: Annotated[Optional[int], typer.Option(
         min=0, help="statistics from events strictly before this unix time")] = None,
     ttl: Annotated[Optional[int], typer.Option(min=1, help="expire records after this many seconds")] = None,
+    counters: Annotated[str, typer.Option(
+        help="keep: merge into a live store (attributes replaced, counters that events added kept); "
+             "replace: reset every counter to the log's totals")] = "keep",
     quiet: bool = False,
 ) -> None:
-    """Load user and item rows + impression statistics into Redis under versioned keys (idempotent)."""
+    """Load user and item rows + impression statistics into Redis under versioned keys (re-runs merge)."""
     from pipelines.materialize import run_materialize
 
     if not redis_url:
         raise RecsysError("materialize writes to Redis: pass --redis-url URL or set REDIS_URL "
                           "(the embedded store is filled by `recsys serve --raw DIR` itself)")
-    run_materialize(model, raw, redis_url, prefix=prefix, as_of=as_of, ttl_s=ttl, progress=_progress(quiet))
+    if counters not in ("keep", "replace"):
+        raise RecsysError(f"--counters must be keep or replace, got {counters!r}")
+    run_materialize(model, raw, redis_url, prefix=prefix, as_of=as_of, ttl_s=ttl, progress=_progress(quiet),
+                    keep_counters=counters == "keep")
 
 
 @app.command()

@@ -6,7 +6,13 @@ Zipf popularity) on a device at some hour. The watch probability is a logistic m
   content effects            item and creator quality, shorter videos watched more, fresher ones too
   context effects            device, hour of day (evening peak), weekend
   history effects            fatigue: each earlier impression of the same category lowers it
-and every impression keeps `true_prob`, so the Bayes-optimal AUC of any split is known exactly.
+  session effects            a user watches in sessions (8 videos ~45 s apart on one device), each
+                             with a mood that lifts or lowers all its watches
+and every impression keeps `true_prob` (given all but the mood), so the Bayes-optimal AUC of any
+split is known exactly for a model that learns labels only once they are known.
+The session mood is what makes label delays matter (docs/labels.md): the labels of the last
+minutes reveal it, but a watch is known only when it ends, so a statistic that counts them at
+the impression's own time (no `label_delay`) learns from labels the service cannot have yet.
 Everything is vectorized numpy; the same seed gives the same tables.
 """
 
@@ -25,6 +31,8 @@ from recsys.io import check_output, output_folder, write_arrow
 __all__ = ["SyntheticConfig", "generate"]
 
 DAY = 86_400
+SESSION_LEN = 8  # impressions of a user per session
+MOOD_SD = 0.8  # a session's mood on the logit: what the labels of the last minutes reveal
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
@@ -46,6 +54,25 @@ def _ids(prefix: str, codes: np.ndarray) -> np.ndarray:
 def _zipf_weights(n: int, a: float, rng: np.random.Generator) -> np.ndarray:
     w = 1.0 / np.arange(1, n + 1) ** a
     return rng.permutation(w / w.sum())
+
+
+def _sessions(ts: np.ndarray, u: np.ndarray, i: np.ndarray, device: np.ndarray,
+              rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Each user's impressions, in time order, grouped by SESSION_LEN into sessions: a session
+    starts at its first impression's time and its videos follow ~45 s apart, on the session's first
+    device, with one mood (N(0, MOOD_SD) on the logit). Returns (ts, user, item, device, mood)
+    sorted by time."""
+    by_user = np.lexsort((ts, u))
+    u, ts, i, device = u[by_user], ts[by_user], i[by_user], device[by_user]
+    first_of_user = np.searchsorted(u, u)
+    session = u.astype(np.int64) * len(u) + (np.arange(len(u)) - first_of_user) // SESSION_LEN
+    start = np.r_[True, session[1:] != session[:-1]]
+    first = np.maximum.accumulate(np.where(start, np.arange(len(u)), 0))
+    elapsed = np.cumsum(rng.exponential(45.0, len(u)))
+    ts = ts[first] + (elapsed - elapsed[first]).astype(np.int64)
+    mood = rng.normal(0, MOOD_SD, int(start.sum()))[np.cumsum(start) - 1]
+    order = np.argsort(ts, kind="stable")
+    return ts[order], u[order], i[order], device[first][order], mood[order]
 
 
 def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
@@ -98,6 +125,7 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
     u = rng.choice(U, size=n, p=activity / activity.sum())
     i = rng.choice(I, size=n, p=_zipf_weights(I, 1.05, rng))
     device = np.where(rng.random(n) < 0.8, main_device[u], rng.integers(0, 3, n))
+    ts, u, i, device, mood = _sessions(ts, u, i, device, rng)
     hour = (ts // 3600) % 24
     weekend = ((ts // DAY + 3) % 7) >= 5
     age_days = (ts - upload[i]) / DAY
@@ -117,8 +145,14 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
         + 0.25 * ((hour >= 18) & (hour <= 23)) + 0.15 * weekend
         - 0.18 * np.log1p(seen_cat)
     )
-    prob = 1.0 / (1.0 + np.exp(-logit))
-    label = (rng.random(n) < prob).astype(np.int8)
+    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + mood)))).astype(np.int8)
+    # `true_prob`: the click probability given everything but the session's mood, which no honest
+    # feature can know (its labels come later): E over the mood of the probability, by Gauss-Hermite
+    # quadrature. Its AUC is the best a model served with delayed labels can reach.
+    nodes, weights = np.polynomial.hermite.hermgauss(16)
+    prob = np.zeros(n)
+    for x, w in zip(nodes, weights / np.sqrt(np.pi), strict=True):  # 16 nodes: memory stays O(n)
+        prob += w / (1.0 + np.exp(-(logit + np.sqrt(2) * MOOD_SD * x)))
     # Keys and device as Categoricals (codes into the users / items tables): 10 M impressions take
     # ~1 GB less than with one Python string per row.
     impressions = pd.DataFrame({

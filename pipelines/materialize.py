@@ -13,7 +13,8 @@ __all__ = ["run_materialize"]
 
 
 def run_materialize(model_dir: str | Path, raw_dir: str | Path, redis_url: str, prefix: str = "rec",
-                    as_of: int | None = None, ttl_s: int | None = None, progress: bool = True) -> dict[str, int]:
+                    as_of: int | None = None, ttl_s: int | None = None, progress: bool = True,
+                    keep_counters: bool = True) -> dict[str, int]:
     """The CLI job: the artifact decides the spec and the feature version of the keys."""
     from recsys.artifact import load_artifact
     from recsys.store.redis import RedisStore
@@ -25,7 +26,8 @@ def run_materialize(model_dir: str | Path, raw_dir: str | Path, redis_url: str, 
         try:
             await store.ping()
             return await materialize(artifact.pipeline.spec, raw_dir, store,
-                                     KeySpace(prefix, artifact.feature_version), as_of, ttl_s, progress)
+                                     KeySpace(prefix, artifact.feature_version), as_of, ttl_s, progress,
+                                     keep_counters=keep_counters)
         finally:
             await store.close()
 

@@ -229,6 +229,11 @@ class FeatureSpec(_Strict):
     item_key: str = "item_id"
     label: str = "label"
     timestamp: str = "timestamp"
+    # Delayed labels (docs/labels.md): when an impression's label became known. The statistics count
+    # a positive only from then on. At most one: a fixed delay after the impression ("10m", "2h",
+    # seconds) or an impressions column with each label's time (unix seconds, ISO-8601, datetime).
+    label_delay: int | str | None = None
+    label_timestamp: str | None = None
     tables: dict[Table, str] = Field(default_factory=lambda: {t: t for t in get_args(Table)})
     # Columns copied from impressions into the encoded splits untouched, e.g. the synthetic
     # generator's true click probability (for the Bayes-optimal AUC). Never model inputs.
@@ -255,6 +260,13 @@ class FeatureSpec(_Strict):
                         f"feature '{name}': key must start with '{self.user_key}' or '{self.item_key}' "
                         f"(the entity whose online record holds the counter), got {feat.key}"
                     )
+                if self.user_key in feat.key and self.item_key in feat.key:
+                    raise ValueError(
+                        f"feature '{name}': a statistic keyed by both '{self.user_key}' and '{self.item_key}' "
+                        f"cannot be served: it needs one online counter per (user, item) pair, which grows "
+                        f"without bound; key it by one of them and an attribute of the other (e.g. "
+                        f"[{self.user_key}, <item category>] or [{self.item_key}, <user gender>])"
+                    )
         for cross in self.crosses:
             for f in cross.features:
                 if f not in names:
@@ -270,7 +282,39 @@ class FeatureSpec(_Strict):
                     )
         if self.user_key == self.item_key:
             raise ValueError("user_key and item_key must differ")
+        if self.label_delay is not None and self.label_timestamp is not None:
+            raise ValueError("label_delay and label_timestamp exclude each other: a fixed delay after the "
+                             "impression, or a column with each label's time (fix: keep one)")
+        if self.label_delay is not None:
+            parse_duration(self.label_delay)
+        if self.label_timestamp is not None:
+            if self.label_timestamp in (self.timestamp, self.label, self.user_key, self.item_key):
+                raise ValueError(f"label_timestamp '{self.label_timestamp}' must be its own impressions column, "
+                                 f"not the timestamp, label or a key")
+            windowed = [n for n, f in self.statistics.items() if f.window is not None]
+            if windowed:
+                raise ValueError(f"label_timestamp cannot be combined with windowed statistics {windowed}: their "
+                                 f"counters would need each label's delay (fix: use label_delay, or drop `window:`)")
         return self
+
+    @property
+    def delayed_labels(self) -> bool:
+        return self.label_delay is not None or self.label_timestamp is not None
+
+    @property
+    def label_delay_s(self) -> int:
+        """The fixed label delay in seconds (0 without `label_delay`)."""
+        return 0 if self.label_delay is None else parse_duration(self.label_delay)
+
+    def time_columns(self, table: Table) -> list[str]:
+        """Raw columns of `table` read as times (`recsys.features.times`): the impression timestamp and
+        label time, and every `part: age` column that lives in the table."""
+        cols = [self.timestamp, *([self.label_timestamp] if self.label_timestamp else [])] \
+            if table == "impressions" else []
+        for feat in self.features.values():
+            if isinstance(feat, TimeFeature) and feat.part == "age" and feat.table == table:
+                cols.append(feat.column)  # type: ignore[arg-type]
+        return list(dict.fromkeys(cols))
 
     def column_of(self, feature_or_column: str) -> str | None:
         """The raw column a declared feature reads (features default to their own name)."""

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.errors import RecsysError
 from recsys.store.factory import build_store
+from service.admission import EventAdmission
 from service.errors import register_exception_handlers
 from service.lifecycle import freeze_long_lived, prepare_ranker, refresh_popular_forever
 from service.metrics import BodyLimitMiddleware, Metrics, TimingMiddleware
@@ -65,7 +66,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
-        store = build_store(settings.redis_url, settings.redis_timeout_ms / 1000, settings.redis_pool_size)
+        store = build_store(settings.redis_url, settings.redis_timeout_ms / 1000)
         try:
             await store.ping()  # fail fast with "cannot connect to redis at ..." rather than start degraded
             ranker = await prepare_ranker(settings, store, settings.model_dir, require_features=False)
@@ -101,6 +102,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_docs(app)
     register_exception_handlers(app)
 
+    app.add_middleware(EventAdmission, settings=settings, refused=metrics.events_refused)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     app.add_middleware(OneLineStartupErrors)

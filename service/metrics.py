@@ -42,7 +42,11 @@ class Metrics:
                                 ["reason"], registry=r)
         for reason in ("store_unavailable", "store_empty"):
             self.degraded.labels(reason)  # exported as 0 from the start: alerts need the series
-        self.events = Counter("recsys_events_total", "events applied to the online statistics", registry=r)
+        self.events = Counter("recsys_events_total", "impressions (POST /v1/events) and late labels (POST "
+                              "/v1/labels) by outcome: applied, duplicate (seen before), unknown (not counted)",
+                              ["kind", "outcome"], registry=r)
+        self.events_refused = Counter("recsys_events_refused_total", "event and label posts answered 429 "
+                                      "(admission control: RECSYS_EVENTS_MAX_INFLIGHT)", registry=r)
         self.reloads = Counter("recsys_reloads_total", "model reloads by outcome", ["outcome"], registry=r)
         self.model = Gauge("recsys_model_info", "the artifact being served (value 1)",
                            ["model_version", "feature_version"], registry=r)

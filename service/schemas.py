@@ -11,9 +11,12 @@ that this process enforces. The context fields that the loaded model reads are p
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,10 +27,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
 
+from recsys.features.times import parse_times
 from recsys.online import Degraded
 
 __all__ = [
@@ -44,6 +49,8 @@ __all__ = [
     "ScoreResponse",
     "Event",
     "EventsRequest",
+    "Label",
+    "LabelsRequest",
     "EventsResponse",
     "ReloadRequest",
     "ReloadResponse",
@@ -75,9 +82,36 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# The years an ISO-8601 time may have: the parser's (pandas') range, a day inside unix time whatever
+# the UTC offset. Published as the string's pattern, so clients and fuzzers know the bounds.
+_ISO_YEARS_PATTERN = r"^(197[1-9]|19[89][0-9]|2[01][0-9]{2}|22[0-5][0-9]|226[01])-"
+_ISO_YEARS = re.compile(_ISO_YEARS_PATTERN)
+
+
+def _time_value(value: Any) -> Any:
+    """A JSON number of unix seconds (fractions floored) or an ISO-8601 string → unix seconds by the
+    offline loader's parser (`recsys.features.times`): the same instant gives the same features
+    whichever way it is written. Anything else is left to the strict integer, which refuses it."""
+    if isinstance(value, float) and math.isfinite(value):
+        return math.floor(value)
+    if not isinstance(value, str):
+        return value
+    if not _ISO_YEARS.match(value):
+        raise ValueError("must be unix seconds (a JSON number) or an ISO-8601 time from 1971 to 2261 such as "
+                         "2026-01-01T12:00:00Z")
+    seconds, bad = parse_times(np.array([value[:64]], dtype=object))
+    if bad[0] or np.isnan(seconds[0]) or value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("must be unix seconds (a JSON number) or an ISO-8601 time such as 2026-01-01T12:00:00Z")
+    return int(seconds[0])
+
+
 Int = Annotated[int, BeforeValidator(_integral)]
 # constraints before the validator, or pydantic publishes them as "ge"/"le" instead of minimum/maximum
-Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_integral)]
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_time_value), WithJsonSchema({"anyOf": [
+    {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP},
+    {"type": "string", "format": "date-time", "maxLength": 64, "pattern": _ISO_YEARS_PATTERN}]})]
+# constraints inside the type, so that they are published inside a nullable field's anyOf too
+LabelValue = Annotated[int, Field(ge=0, le=1), BeforeValidator(_integral)]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextText = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextValue = ContextText | StrictInt | StrictFloat | StrictBool | None
@@ -88,7 +122,7 @@ class _Body(BaseModel):
 
 
 class Context(BaseModel):
-    """Where and when the impression happens. `timestamp` (unix seconds, default: now) drives the
+    """Where and when the impression happens. `timestamp` (unix seconds or ISO-8601, default: now) drives the
     hour / weekday / age features and the statistics' windows; the other fields are the loaded
     model's context columns (listed, with their types, in the published schema). Unknown fields
     are refused, so typos do not silently become missing values."""
@@ -97,7 +131,9 @@ class Context(BaseModel):
 
     __pydantic_extra__: dict[str, ContextValue]  # extra fields must be bounded JSON scalars
 
-    timestamp: Timestamp | None = Field(None, description="unix seconds; default now")
+    timestamp: Timestamp | None = Field(
+        None, description="unix seconds (fractions floored) or ISO-8601 such as 2026-01-01T12:00:00Z (no offset "
+                          "= UTC); default now")
 
     @model_validator(mode="before")
     @classmethod
@@ -165,22 +201,49 @@ class ScoreResponse(BaseModel):
         None, description="with `explain: true` only: raw column → one value per row")
 
 
+EventId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT, pattern=r"^[\x21-\x7e]+$")]
+
+
 class Event(_Body):
+    event_id: EventId = Field(description="unique id of this impression (printable ASCII, no spaces): a second "
+                                          "event with the same id within RECSYS_EVENTS_RETENTION_S is a "
+                                          "duplicate; a late label names it as `impression_id`")
     user_id: Text
     item_id: Text
-    label: Int = Field(ge=0, le=1, description="1 = click / watch, 0 = shown only")
+    label: LabelValue | None = Field(None, description="1 = click / watch, 0 = shown only; "
+                                                       "omitted = posted later by POST /v1/labels")
     context: Context = Field(default_factory=Context)
 
 
 class EventsRequest(_Body):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"events": [{"user_id": "u1", "item_id": "v1", "label": 1, "context": {"timestamp": 1767225769}}]}]})
+        {"events": [{"event_id": "imp-1", "user_id": "u1", "item_id": "v1", "label": 1,
+                     "context": {"timestamp": 1767225769}},
+                    {"event_id": "imp-2", "user_id": "u1", "item_id": "v2", "context": {"timestamp": 1767225769}}]}]})
 
     events: list[Event] = Field(..., min_length=1)
 
 
+class Label(_Body):
+    impression_id: EventId = Field(description="the `event_id` of the impression, posted without a label")
+    label: LabelValue = Field(description="1 = click / watch, 0 = shown only")
+    timestamp: Timestamp | None = Field(None, description="when the label became known (unix seconds; "
+                                                          "default now): the service counts it from its arrival")
+
+
+class LabelsRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"labels": [{"impression_id": "imp-2", "label": 1, "timestamp": 1767226369}]}]})
+
+    labels: list[Label] = Field(..., min_length=1)
+
+
 class EventsResponse(BaseModel):
-    events: int
+    events: int = Field(description="events (labels) in the request")
+    applied: int = Field(description="counted now")
+    duplicates: int = Field(description="already applied within RECSYS_EVENTS_RETENTION_S: unchanged")
+    unknown: int = Field(description="events: an item neither the served model nor the store knows; labels: no "
+                                     "impression waiting for a label under that id. Not counted")
     counters_updated: int
     model_version: str
 
@@ -243,6 +306,7 @@ class Requests:
     recommend: type[RecommendRequest]
     score: type[ScoreRequest]
     events: type[EventsRequest]
+    labels: type[LabelsRequest]
 
 
 def bounded_requests(max_candidates: int, max_k: int, max_events: int) -> Requests:
@@ -265,4 +329,8 @@ def bounded_requests(max_candidates: int, max_k: int, max_events: int) -> Reques
             "EventsRequest", __base__=EventsRequest,
             events=(list[Event], Field(..., min_length=1, max_length=max_events,
                                        description=f"at most {max_events} events (RECSYS_MAX_EVENTS)"))),
+        labels=create_model(
+            "LabelsRequest", __base__=LabelsRequest,
+            labels=(list[Label], Field(..., min_length=1, max_length=max_events,
+                                       description=f"at most {max_events} labels (RECSYS_MAX_EVENTS)"))),
     )

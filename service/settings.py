@@ -8,24 +8,23 @@ RECSYS_MODEL_DIR (runs/demo/model)
 RECSYS_MODELS_ROOT (the parent folder of RECSYS_MODEL_DIR)
     POST /admin/reload loads only artifacts below this folder (after resolving `..` and symlinks).
 REDIS_URL or RECSYS_REDIS_URL (unset)
-    Redis feature store, e.g. redis://127.0.0.1:6379/0; unset = the embedded in-process store.
+    Redis feature store: redis://[user:password@]127.0.0.1:6379/0 (rediss:// for TLS), or a Redis Cluster:
+    redis+cluster://host:port,host:port (any reachable nodes; docs/store.md); unset = the embedded store.
 RECSYS_RAW_DIR (unset)
     raw tables that fill the embedded store at start-up (required without Redis).
 RECSYS_AS_OF (unset)
     embedded store only: statistics from events strictly before this unix time (replays, backtests).
 RECSYS_KEY_PREFIX (rec)
-    first part of every store key: {prefix}:v{feature_version}:u:{id} (recsys/store/keys.py).
+    first part of every store key: {prefix}:v{feature_version}:{u:<id>} (recsys/store/keys.py).
 RECSYS_REDIS_TIMEOUT_MS (200)
     a store round trip longer than this fails the request with 503. Healthy is ~1 ms; 200 catches
     a hung server without failing requests on a busy machine.
-RECSYS_REDIS_POOL_SIZE (16)
-    connections per worker process.
 RECSYS_TTL_S (unset)
     expiry that events give the records they touch (materialize has its own --ttl).
 RECSYS_TORCH_THREADS (1)
     torch intra-op threads per worker; keep workers x threads <= cores (DESIGN §6).
 RECSYS_STORE_BUDGET_MS (30)
-    how long a ranking or scoring request waits for the store (pool slot included) before it is
+    how long a ranking or scoring request waits for the store (connecting included) before it is
     answered in degraded mode from cold features (docs/service.md). Keep it well under the 50 ms
     budget: the forward pass and the network need the rest.
 RECSYS_MAX_CANDIDATES (2000)
@@ -34,6 +33,18 @@ RECSYS_MAX_K (1000)
     largest k a request may ask for (published in the OpenAPI schema).
 RECSYS_MAX_EVENTS (10000)
     events per POST /v1/events (published in the OpenAPI schema).
+RECSYS_EVENTS_RETENTION_S (86400)
+    how long an applied event id (and an applied label) is remembered: a batch posted again within
+    it is reported as duplicates and changes nothing.
+RECSYS_LABEL_WINDOW_S (604800)
+    how long an impression posted without a label waits for its label (POST /v1/labels); a later
+    label is answered as unknown.
+RECSYS_EVENTS_MAX_INFLIGHT (4)
+    event and label posts one worker admits at once (one applies, the others wait without using
+    the CPU); more are answered 429 with Retry-After before their body is read.
+RECSYS_EVENTS_LOOP_SHARE (0.5)
+    the largest share of a worker's time event posts may take: after a post that took t seconds
+    the next one waits t * (1 / share - 1). 1 = no pause.
 RECSYS_MAX_BODY_BYTES (1048576)
     larger request bodies are refused with 413 before parsing.
 RECSYS_POPULAR_CANDIDATES (200)
@@ -76,9 +87,8 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=AliasChoices("RECSYS_REDIS_URL", "REDIS_URL", "redis_url"))
     raw_dir: Path | None = None
     as_of: int | None = None
-    key_prefix: str = Field("rec", min_length=1, pattern=r"^\S+$")
+    key_prefix: str = Field("rec", min_length=1, pattern=r"^[^\s{}]+$")
     redis_timeout_ms: float = Field(200.0, gt=0)
-    redis_pool_size: int = Field(16, ge=1)
     ttl_s: int | None = Field(None, ge=1)
     torch_threads: int = Field(1, ge=1)
     models_root: Path | None = None
@@ -87,6 +97,10 @@ class ServiceSettings(BaseSettings):
     max_k: int = Field(1000, ge=1)
     max_events: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    events_retention_s: int = Field(86_400, ge=1)
+    label_window_s: int = Field(7 * 86_400, ge=1)
+    events_max_inflight: int = Field(4, ge=1)
+    events_loop_share: float = Field(0.5, gt=0, le=1)
     popular_candidates: int = Field(200, ge=1)
     popular_refresh_s: float = Field(10.0, ge=0)
     admin_token: SecretStr | None = None

@@ -48,8 +48,6 @@ class ServiceState:
     metrics: Metrics
     health: StoreHealth
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # event batches applied at once; the others wait without using the CPU (see routes/events.py)
-    events_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     @property
     def budget_s(self) -> float:

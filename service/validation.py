@@ -7,6 +7,9 @@ import time
 from operator import methodcaller
 from typing import Protocol, Sequence
 
+import numpy as np
+
+from recsys.features.times import parse_times
 from recsys.online import Ranker, Rows
 from recsys.online.plan import ColumnKind
 from service.errors import invalid
@@ -20,6 +23,7 @@ __all__ = ["CONTEXT_TYPES", "context_values", "request_rows"]
 CONTEXT_TYPES: dict[ColumnKind, tuple[str, ...]] = {
     "text": ("string", "integer", "boolean", "null"),
     "number": ("number", "null"),
+    "time": ("number", "string", "null"),  # unix seconds or ISO-8601 (recsys.features.times)
     "raw": ("string", "number", "boolean", "null"),
 }
 
@@ -38,13 +42,25 @@ def context_values(ranker: Ranker, contexts: Sequence[Context], field: str) -> l
     values = [c.values() for c in contexts]
     for name in sorted(set().union(*values)):
         accepted = _ACCEPTED[plan.kind(name)] if name in plan.context_columns else frozenset()
-        if set(map(type, map(methodcaller("get", name), values))) <= accepted:
+        column = list(map(methodcaller("get", name), values))
+        if set(map(type, column)) <= accepted:
+            if name in plan.context_columns and plan.kind(name) == "time":
+                _check_times(column, name, field)
             continue
         row = next(i for i, v in enumerate(values) if name in v and type(v[name]) not in accepted)
         message = (f"must be one of {', '.join(CONTEXT_TYPES[plan.kind(name)])} for this model" if accepted else
                    f"unknown context field; this model reads {['timestamp', *plan.context_columns]}")
         raise invalid(f"{field.format(row)}.{name}", message)
     return values
+
+
+def _check_times(column: list[ContextValue], name: str, field: str) -> None:
+    """A context time column parses as the offline loader parses it, or the row is a 422."""
+    _, bad = parse_times(np.array(column, dtype=object))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise invalid(f"{field.format(row)}.{name}",
+                      f"{column[row]!r} is not a time (fix: unix seconds or ISO-8601 such as 2026-01-01T12:00:00Z)")
 
 
 class _RowLike(Protocol):

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
@@ -82,14 +84,22 @@ def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def synthetic_labels_at_once() -> dict[str, Any]:
+    """The shipped synthetic spec without its `label_delay`: the fixtures below are replayed through
+    the service by posting each impression together with its label (labels known at once). Tests of
+    the 10-minute delay: tests/unit/test_delayed_labels.py, tests/spark."""
+    data = yaml.safe_load((REPO / "pipelines" / "specs" / "synthetic.yaml").read_text())
+    data.pop("label_delay")
+    return dict(data)
+
+
 @pytest.fixture(scope="session")
 def tiny_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.build_features import build_features
-    from recsys.spec import load_spec
+    from recsys.spec import parse_spec
 
     out = tmp_path_factory.mktemp("features") / "features"
-    build_features(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), tiny_raw, out,
-                   log=lambda _: None, progress=False)
+    build_features(parse_spec(synthetic_labels_at_once()), tiny_raw, out, log=lambda _: None, progress=False)
     return out
 
 
@@ -114,3 +124,18 @@ def movielens_dir() -> Path:
         pytest.fail(f"MovieLens 100K not found at {path} (u.data missing); fix: put ../shared/data/movielens-100k "
                     f"beside the repo or set RECSYS_MOVIELENS=/path/to/ml-100k")
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A private 3-master + 3-replica Redis Cluster for the test session (`tests/cluster.py`)."""
+    from tests.cluster import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster) -> str:
+    return redis_cluster.url

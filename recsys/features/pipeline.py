@@ -363,6 +363,9 @@ class FeaturePipeline:
 def spec_hash(spec: FeatureSpec) -> str:
     """Hash of the parts of the spec that decide feature encoding (not the training settings)."""
     d = spec.model_dump(mode="json", include={"user_key", "item_key", "label", "timestamp", "features", "crosses"})
+    # When labels become known changes every statistic (and the counters online): part of the
+    # version when set, so specs without it keep their hash.
+    d.update({k: v for k in ("label_delay", "label_timestamp") if (v := getattr(spec, k)) is not None})
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

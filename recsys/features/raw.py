@@ -19,11 +19,15 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import DataError, SpecError
+from recsys.features.times import to_seconds
 from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table, table_columns
-from recsys.spec import FeatureSpec
+from recsys.spec import FeatureSpec, Table
 
-__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw", "check_columns"]
+__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw", "check_columns", "label_times",
+           "LABEL_TIME"]
+
+LABEL_TIME = "__label_time"  # with delayed labels: each label's time (`label_times`), int64 seconds
 
 
 @dataclass
@@ -75,15 +79,38 @@ def as_slice(index: np.ndarray | slice) -> np.ndarray | slice:
     return index
 
 
-def _timestamps(values: pd.Series, name: str) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        naive = values.dt.tz_localize(None) if values.dt.tz else values
-        return naive.astype("datetime64[s]").astype(np.int64).to_numpy()
-    ts = pd.to_numeric(values, errors="coerce")
-    if ts.isna().any():
-        raise DataError(f"timestamp column '{name}' has {int(ts.isna().sum())} missing or non-numeric values "
-                        f"(fix: use unix seconds or a datetime column)")
-    return ts.to_numpy().astype(np.int64)
+def _timestamps(values: Any, table: str, name: str) -> np.ndarray:
+    """The impression timestamp as int64 unix seconds (`recsys.features.times`); none may be missing."""
+    seconds = to_seconds(values, table, name)
+    missing = np.isnan(seconds)
+    if missing.any():
+        raise DataError(f"timestamp column '{name}' has {int(missing.sum())} missing values "
+                        f"(fix: unix seconds, ISO-8601 or a datetime on every row)")
+    return seconds.astype(np.int64)
+
+
+def label_times(spec: FeatureSpec, values: Any, ts: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """When each impression's label became known, as int64 unix seconds: `ts + label_delay`, or the
+    `label_timestamp` column (a negative may leave it empty: its label time is then its impression
+    time, which changes no counter). A label known before its impression, or a positive without a
+    label time, is refused with the column named."""
+    if spec.label_timestamp is None:
+        return ts + spec.label_delay_s
+    col = spec.label_timestamp
+    seconds = to_seconds(values, spec.tables["impressions"], col)
+    missing = np.isnan(seconds)
+    if bool((missing & (label == 1)).any()):
+        raise DataError(f"label_timestamp column '{col}': {int((missing & (label == 1)).sum())} positive "
+                        f"impressions have no label time (fix: the time each positive label became known)")
+    out = np.where(missing, ts, seconds).astype(np.int64)
+    early = out < ts
+    if early.any():  # the example: the earliest such impression, then its smallest label time
+        rows = np.flatnonzero(early)
+        i = int(rows[np.lexsort((out[rows], ts[rows]))[0]])
+        raise DataError(f"label_timestamp column '{col}': {int(early.sum())} labels are known before their "
+                        f"impression, e.g. label time {int(out[i])} < timestamp {int(ts[i])} (fix: a label time "
+                        f"at or after the impression's '{spec.timestamp}')")
+    return out
 
 
 def _fingerprint(frames: list[pd.DataFrame]) -> str:
@@ -131,7 +158,8 @@ def _join(keys: pd.Categorical, table: pd.DataFrame, key: str, columns: list[str
 def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
     """Read and validate the three tables, join attributes onto impressions, sort by time."""
     ctx = spec.source_columns("impressions")
-    need = [spec.user_key, spec.item_key, spec.timestamp, spec.label, *ctx, *spec.passthrough]
+    need = [spec.user_key, spec.item_key, spec.timestamp, spec.label, *ctx, *spec.passthrough,
+            *([spec.label_timestamp] if spec.label_timestamp else [])]
     imp = _read(raw_dir, spec.tables["impressions"], list(dict.fromkeys(need)), spec)
     if imp.empty:
         raise DataError(f"impressions table '{spec.tables['impressions']}' has no rows")
@@ -147,23 +175,36 @@ def load_raw(spec: FeatureSpec, raw_dir: str | Path) -> RawData:
     imp = imp.assign(**{c: imp[c].astype("category") for c in imp.columns
                         if c not in (spec.timestamp, spec.label) and imp[c].dtype.kind not in "iufbmM"})
     fingerprint = _fingerprint([imp, users, items])
+    users, items = _parse_times(spec, "users", users), _parse_times(spec, "items", items)
     user, item = _categorical(imp[spec.user_key]), _categorical(imp[spec.item_key])
+    ts = _timestamps(imp[spec.timestamp], spec.tables["impressions"], spec.timestamp)
+    y = labels.to_numpy().astype(np.int8)
     columns: dict[str, Any] = {
         spec.user_key: user,
         spec.item_key: item,
-        spec.timestamp: _timestamps(imp[spec.timestamp], spec.timestamp),
-        spec.label: labels.to_numpy().astype(np.int8),
+        spec.timestamp: ts,
+        spec.label: y,
     }
+    if spec.delayed_labels:
+        columns[LABEL_TIME] = label_times(spec, imp[spec.label_timestamp] if spec.label_timestamp else None, ts, y)
+    imp = _parse_times(spec, "impressions", imp.drop(columns=[spec.timestamp, *([spec.label_timestamp] if
+                                                                              spec.label_timestamp else [])]))
     for c in ctx + spec.passthrough:
         columns.setdefault(c, _compact(imp[c]))
     del imp, labels
     for c, values in {**_join(user, users, spec.user_key, ucols), **_join(item, items, spec.item_key, icols)}.items():
         columns.setdefault(c, values)
     frame = pd.DataFrame(columns, copy=False)
-    ts = columns[spec.timestamp]
     if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
         frame = frame.iloc[np.argsort(ts, kind="stable")].reset_index(drop=True)
     return RawData(frame=frame, context_columns=ctx, fingerprint=fingerprint)
+
+
+def _parse_times(spec: FeatureSpec, table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's time columns (`FeatureSpec.time_columns`) as float unix seconds, NaN = missing."""
+    stem = spec.tables[table]
+    cols = [c for c in spec.time_columns(table) if c in frame.columns]
+    return frame.assign(**{c: to_seconds(frame[c].array, stem, c) for c in cols}) if cols else frame
 
 
 def _read(raw_dir: str | Path, stem: str, columns: list[str], spec: FeatureSpec) -> pd.DataFrame:

@@ -1,9 +1,14 @@
 """Point-in-time impression statistics, offline and online, with one definition.
 
-For an impression at time t and a key (e.g. the user, the item, or user×category) the statistic is
+For an impression at time T and a key (e.g. the user, the item, or user×category) the statistic is
 the number of earlier events with that key and how many of them were positive, counting only events
-with timestamp strictly before t. Events sharing a timestamp never see each other: that rule is what
+with timestamp t strictly before T. Events sharing a timestamp never see each other: that rule is what
 the online path reproduces by scoring a request before its events are posted.
+
+Delayed labels (docs/labels.md): a label becomes known at its label time t_label ≥ t (the spec's
+`label_delay` or `label_timestamp`); a positive counts only when t_label < T. A windowed statistic
+buckets both counters by the impression time t (t ≥ window_start(T)), as the online store does,
+which keeps a counter per bucket of the impression and adds the label to it when it arrives.
 
 Online, the counters live in the record of the key's first entity (user or item) under the field
 names built by `counter_field`, so one read of a user and its candidates returns every counter.
@@ -40,17 +45,20 @@ def window_start(ts: np.ndarray, window_s: int, bucket_s: int) -> np.ndarray:
 
 
 def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray,
-                         window_s: int | None = None, bucket_s: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         window_s: int | None = None, bucket_s: int | None = None,
+                         label_ts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(count, positives) of events with the same code and a timestamp strictly before the row's
-    (and, with a window, at or after `window_start`). Vectorized: one sort, then linear passes
-    (and one binary search of ascending queries for a window)."""
+    (and, with a window, at or after `window_start`). With `label_ts` (each event's label time,
+    >= its timestamp) a positive counts only when its label time is strictly before the row's
+    timestamp; a windowed statistic then needs a fixed delay (`label_ts - ts` constant).
+    Vectorized: one sort, then linear passes (and binary searches of ascending queries)."""
     n = len(codes)
     if n == 0:
         return np.zeros(0, np.float64), np.zeros(0, np.float64)
     ts = np.asarray(ts, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64)
     lo = int(ts.min()) - (window_s or 0) - (bucket_s or 0)
-    span = int(ts.max()) - lo + 1
+    span = int(ts.max() if label_ts is None else max(ts.max(), np.max(label_ts))) - lo + 2
     # One sortable int64 per event: (code, time). Lower bound of (code, t) = first event at >= t.
     # Everything is computed in sorted order, where the searches' queries ascend (cache-friendly:
     # 10 M random binary searches took ~30 s), then scattered back to the input order. In-place
@@ -60,26 +68,51 @@ def point_in_time_counts(codes: np.ndarray, ts: np.ndarray, label: np.ndarray,
     order = _by_code_then_time(codes, ts, composite)
     sorted_comp = composite[order]
     del composite
-    cum_pos = np.zeros(n + 1)
-    np.cumsum(np.asarray(label)[order], dtype=np.float64, out=cum_pos[1:])
+    sorted_label = np.asarray(label)[order]
     upper = _run_starts(sorted_comp)  # first event of the row's own (code, t): strictly earlier before it
     sorted_codes = sorted_comp // span
-    if window_s is None:
-        del sorted_comp
-        lower = _run_starts(sorted_codes)
+    window_lo = None
+    if window_s is not None:
+        window_lo = window_start(sorted_comp - sorted_codes * span + lo, window_s, bucket_s or window_s)
+        lower = np.searchsorted(sorted_comp, window_lo - lo + sorted_codes * span, side="left")
     else:
-        start = window_start(sorted_comp - sorted_codes * span + lo, window_s, bucket_s or window_s)
-        start -= lo
-        start += sorted_codes * span
-        lower = np.searchsorted(sorted_comp, start, side="left")
-        del sorted_comp, start
-    del sorted_codes
+        lower = _run_starts(sorted_codes)
+    if label_ts is None:
+        cum_pos = np.zeros(n + 1)
+        np.cumsum(sorted_label, dtype=np.float64, out=cum_pos[1:])
+        sorted_pos = np.subtract(cum_pos[upper], cum_pos[lower])
+        del cum_pos
+    else:
+        sorted_pos = _known_positives(sorted_codes, sorted_comp - sorted_codes * span + lo, sorted_label,
+                                      np.asarray(label_ts, dtype=np.int64)[order], window_lo, lo, span)
+    del sorted_comp, sorted_codes, window_lo
     pos = np.empty(n)
-    pos[order] = np.subtract(cum_pos[upper], cum_pos[lower])
-    del cum_pos
+    pos[order] = sorted_pos
     count = np.empty(n)
     count[order] = np.subtract(upper, lower, out=upper)
     return count, pos
+
+
+def _known_positives(codes: np.ndarray, ts: np.ndarray, label: np.ndarray, label_ts: np.ndarray,
+                     window_lo: np.ndarray | None, lo: int, span: int) -> np.ndarray:
+    """Positives with the row's code whose label time is strictly before the row's time, for rows
+    sorted by (code, time). The positives form a second event stream sorted by (code, label time),
+    searched like the first; with a window, the impression-time bound t >= w becomes
+    t_label >= w + delay (a fixed delay)."""
+    positive = label != 0
+    stream = codes[positive] * span + (label_ts[positive] - lo)
+    stream.sort()
+    base = codes * span
+    upper = np.searchsorted(stream, base + (ts - lo), side="left")
+    if window_lo is None:
+        lower = np.searchsorted(stream, base, side="left")
+    else:
+        delay = label_ts - ts
+        if not bool(np.all(delay == delay[0])):
+            raise ValueError("a windowed statistic needs a fixed label delay (label_ts - ts constant)")
+        lower = np.searchsorted(stream, base + np.minimum(window_lo + int(delay[0]) - lo, span - 1), side="left")
+    known: np.ndarray = np.maximum(upper - lower, 0).astype(np.float64)
+    return known
 
 
 def _by_code_then_time(codes: np.ndarray, ts: np.ndarray, composite: np.ndarray) -> np.ndarray:
@@ -108,7 +141,11 @@ def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, 
     """Counters as of `as_of` (events strictly before it; all events when None), per key combination:
     columns key0..keyK (str), count, positives — what `materialize` writes online. With a window,
     one row per (key, time bucket) in column `bucket` (= ts // bucket_s), for the buckets an
-    impression at `as_of` can still see; older buckets are dropped."""
+    impression at `as_of` can still see; older buckets are dropped.
+
+    Every impression before `as_of` counts with the label the log gives it, also when that label
+    became known only after `as_of` (delayed labels): the service cannot take a late label for an
+    impression it never saw. Exact for requests from `as_of + label delay` on (docs/labels.md)."""
     ts = np.asarray(ts, dtype=np.int64)
     keep = np.ones(len(ts), dtype=bool) if as_of is None else ts < as_of
     if window_s is not None:

@@ -14,18 +14,21 @@ candidates; per-candidate work is numpy, or C iteration (`map`, `zip`, `dict.fro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from recsys.features.statistics import counter_field, sub_key
-from recsys.features.transforms import as_float, as_str, finite_or_zero
+from recsys.features.times import parse_times
+from recsys.features.transforms import as_float, as_str
 from recsys.online.plan import ColumnKind, OnlinePlan
-from recsys.store.base import Fetched
+from recsys.store.base import Record
 from recsys.store.keys import KeySpace
 
-__all__ = ["Rows", "Read", "plan_read", "assemble", "counter_updates", "counter_fields", "typed"]
+__all__ = ["Rows", "Read", "CounterUpdates", "plan_read", "assemble", "counter_updates", "counter_fields", "typed"]
 
 
 @dataclass
@@ -40,6 +43,12 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def take(self, index: slice | np.ndarray) -> "Rows":
+        """The rows at `index` (a slice or positions), users deduplicated again."""
+        codes, uniques = pd.factorize(self.row_user[index])
+        return Rows(user_ids=self.user_ids[uniques], row_user=codes.astype(np.int64), item_ids=self.item_ids[index],
+                    timestamp=self.timestamp[index], context={c: v[index] for c, v in self.context.items()})
 
     @classmethod
     def for_user(cls, user_id: str, item_ids: np.ndarray, timestamp: int,
@@ -70,19 +79,16 @@ class Rows:
 
 @dataclass
 class Read:
-    """One round trip's worth of keys and fields, and where each item counter lands in the reply."""
+    """One round trip's worth of keys: each distinct user's record, then one item record per row."""
 
-    whole: list[str]  # user records, read whole (all of a user's counters come with it)
-    keys: list[str]  # one item record per row
-    fields: list[str]  # item fields: attributes, then item-keyed counters
+    keys: list[str]
+    users: int  # how many of `keys` are users
     context: dict[str, np.ndarray]  # typed context columns
-    # statistic → (n, w) positions in `fields` of each row's count and positives fields: the w time
-    # buckets of its window, summed (w = 1 without a window)
-    item_counters: dict[str, tuple[np.ndarray, np.ndarray]]
     counters: bool = True  # False: attributes only (what events need to key their counters)
 
 
 _NONE = np.array(None, dtype=object)  # np.equal(values, _NONE): elementwise `is None` for object arrays
+_EMPTY = Record(a={}, c={})  # a missing record: a cold start
 
 
 def _fill_none(values: np.ndarray, fill: object) -> np.ndarray:
@@ -96,15 +102,36 @@ def _fill_none(values: np.ndarray, fill: object) -> np.ndarray:
 
 def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
     """Raw values (str from the store, JSON scalars from a request, None = missing) typed like the
-    offline columns: categories as canonical str ('' = missing), numbers as float64 (NaN = missing)."""
+    offline columns: categories as canonical str ('' = missing), numbers as float64 (NaN = missing),
+    times as unix seconds by the offline loader's parser (`parse_times`; the service refuses a value
+    that is not a time before it gets here)."""
     if kind == "text":
         return as_str(values)
+    if kind == "time":
+        return parse_times(values)[0]
     if kind == "number":
         if values.dtype.kind in "fiub":
             return values.astype(np.float64)
         try:  # float() of the stored repr is exact; pandas' parser is the fallback for odd input
             return _fill_none(values, np.nan).astype(np.float64)
         except (TypeError, ValueError):
+            return as_float(values)
+    return values
+
+
+# What an absent attribute reads as.
+_MISSING: dict[ColumnKind, object] = {"text": "", "number": "nan", "time": "nan", "raw": None}
+
+
+def _stored(kind: ColumnKind, dicts: Sequence[dict[str, str]], name: str) -> np.ndarray:
+    """`typed` for an attribute of store records, which are canonical strings already: the absent
+    ones read as '' (text) or 'nan' (number) in the same C pass that gathers the values. Times are
+    stored as the unix seconds that materialize parsed: numbers here."""
+    values = np.array(list(map(dict.get, dicts, repeat(name), repeat(_MISSING[kind]))), dtype=object)
+    if kind in ("number", "time"):
+        try:
+            return values.astype(np.float64)
+        except (TypeError, ValueError):  # something else wrote a non-number: pandas coerces it to NaN
             return as_float(values)
     return values
 
@@ -140,151 +167,104 @@ def counter_fields(statistic: str, subs: list[str], kind: str, buckets: list[int
 
 
 def plan_read(plan: OnlinePlan, keys: KeySpace, rows: Rows, counters: bool = True) -> Read:
-    """What to fetch for `rows` in one round trip: each user's whole record, and for each row's
-    item the attribute fields plus the item-keyed counter fields its context and window need."""
+    """What to fetch for `rows` in one round trip: each user's record and each row's item record,
+    whole: every counter an item statistic may need, whatever user attribute or context selects it,
+    comes with it."""
     n = len(rows)
     context = {c: typed(plan.kind(c), rows.context.get(c, np.full(n, None, dtype=object)))
                for c in plan.context_columns}
-    fields = list(plan.item_columns)
-    item_counters: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    at: dict[str, int] = {}  # counter field → position in `fields`
-    for s in plan.statistics if counters else ():
-        if s.entity != "item":
-            continue
-        # Per distinct (sub-key, window) of the request: its w bucket fields (w = 1 without a
-        # window); per row, the positions of its combination's fields in the reply.
-        window = s.buckets(rows.timestamp)
-        sub = _sub_array(s.sub_columns, context)  # context-only by construction (OnlinePlan)
-        first, combo = _distinct(sub, window[:, 0])
-        pos = np.empty((2, len(first), window.shape[1]), dtype=np.int64)
-        for j, r in enumerate(first.tolist()):
-            for k, kind in enumerate(("c", "p")):
-                for t, b in enumerate(window[r].tolist()):
-                    name = counter_field(s.name, "" if sub is None else sub[r], kind, None if b < 0 else b)
-                    pos[k, j, t] = at.setdefault(name, len(fields) + len(at))
-        item_counters[s.name] = (pos[0][combo], pos[1][combo])
-    fields += list(at)
-    return Read(whole=keys.users(rows.user_ids), keys=keys.items(rows.item_ids), fields=fields,
-                context=context, item_counters=item_counters, counters=counters)
+    return Read(keys=keys.users(rows.user_ids) + keys.items(rows.item_ids), users=len(rows.user_ids),
+                context=context, counters=counters)
 
 
-def _as_float(v: str | None) -> float:
-    if v is None:
-        return 0.0
-    try:
-        return float(v)
-    except ValueError:
-        return float("nan")  # not a number: the pipeline treats it as 0 like a missing counter
+def _counts(dicts: Sequence[dict[str, int]], statistic: str, sub: str, window: list[int]) -> np.ndarray:
+    """(2, len(dicts)): count and positives of one (sub-key, window) in each counter dict, summed
+    over the window's buckets (absent = 0)."""
+    out = np.zeros((2, len(dicts)))
+    for k, kind in enumerate(("c", "p")):
+        for b in window:
+            name = counter_field(statistic, sub, kind, None if b < 0 else b)
+            out[k] += np.fromiter(map(dict.get, dicts, repeat(name), repeat(0)), np.float64,
+                                  count=len(dicts))
+    return out
 
 
-def _integers(values: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
-    """Counter strings (HINCRBY keeps integers) parsed as int, ~3x faster than a float() per
-    string; missing = 0, as the pipeline reads a missing counter. None when any value is not an
-    integer: the caller's float parse then decides, as for every other number."""
-    try:
-        return np.where(missing, "0", values).astype(np.int64).astype(np.float64)
-    except (ValueError, TypeError, OverflowError):
-        return None
-
-
-def _item_matrix(plan: OnlinePlan, read: Read, flat: list[str | None],
-                 n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The items' reply, typed in bulk: one None scan and one parse for every numeric field
-    (attributes and counters), instead of one pass per column. Store values are str or None, so
-    text needs no canonicalization. Returns the attribute columns and the float matrix (NaN =
-    missing or not a number) that the counters are read from."""
-    items = np.array(flat, dtype=object).reshape(n, len(read.fields))
-    missing = np.equal(items, _NONE)
-    n_attr = len(plan.item_columns)
-    numeric = [j for j, c in enumerate(plan.item_columns) if plan.kind(c) == "number"]
-    numbers = np.full(items.shape, np.nan)
-    counters = _integers(items[:, n_attr:], missing[:, n_attr:])
-    if counters is None:
-        numeric += list(range(n_attr, items.shape[1]))  # not all integers: the float parse below
-    else:
-        numbers[:, n_attr:] = counters
-    if numeric:
-        part = items[:, numeric]
-        part[missing[:, numeric]] = "nan"
-        try:
-            numbers[:, numeric] = part.astype(np.float64)
-        except (TypeError, ValueError):  # something else wrote a non-number: pandas coerces it to NaN
-            numbers[:, numeric] = np.stack([as_float(part[:, k]) for k in range(part.shape[1])], axis=1)
-    cols: dict[str, np.ndarray] = {}
-    for j, c in enumerate(plan.item_columns):
-        kind = plan.kind(c)
-        if kind == "number":
-            cols[c] = numbers[:, j]
-        elif kind == "text" and missing[:, j].any():
-            cols[c] = np.where(missing[:, j], "", items[:, j])
-        else:
-            cols[c] = items[:, j]
-    return cols, numbers
-
-
-def assemble(plan: OnlinePlan, rows: Rows, read: Read, fetched: Fetched) -> dict[str, np.ndarray]:
+def assemble(plan: OnlinePlan, rows: Rows, read: Read, records: Sequence[Record | None]) -> dict[str, np.ndarray]:
     """The raw columns of `rows` from the store's reply to `read` (see the module docstring)."""
-    records, flat = fetched
     n = len(rows)
-    item_cols, numbers = _item_matrix(plan, read, flat, n)
+    users = [r or _EMPTY for r in records[:read.users]]
+    items = [r or _EMPTY for r in records[read.users:]]
+    item_attrs = list(map(itemgetter("a"), items))
     cols: dict[str, np.ndarray] = {
         plan.user_key: rows.user_ids[rows.row_user],
         plan.item_key: rows.item_ids,
         plan.timestamp: rows.timestamp,
-        **item_cols,
+        **{c: _stored(plan.kind(c), item_attrs, c) for c in plan.item_columns},
     }
+    user_attrs = [u["a"] for u in users]
     for c in plan.user_columns:  # one value per distinct user, then spread over its rows
-        kind, per_user = plan.kind(c), [r.get(c) for r in records]
-        if kind == "number":
-            cols[c] = np.array([_as_float(v) if v is not None else np.nan for v in per_user])[rows.row_user]
-        else:
-            values = ["" if v is None and kind == "text" else v for v in per_user]
-            cols[c] = np.array(values, dtype=object)[rows.row_user]
+        cols[c] = _stored(plan.kind(c), user_attrs, c)[rows.row_user]
     cols.update(read.context)
-    at = np.arange(n)[:, None]
-    for s in plan.statistics if read.counters else ():
-        if s.entity == "item":
-            for column, index in zip((s.count_column, s.pos_column), read.item_counters[s.name], strict=True):
-                # One combination (the ranking request): plain column slices, no per-row gather.
-                picked = numbers[:, index[0]] if (index == index[0]).all() else numbers[at, index]
-                cols[column] = finite_or_zero(picked).sum(axis=1)
-            continue
-        # A user's counters are fields of its record: sum each distinct (user, sub-key, window) once.
+    if not read.counters:
+        return cols
+    item_counters = list(map(itemgetter("c"), items))
+    for s in plan.statistics:
         window = s.buckets(rows.timestamp)
         sub = _sub_array(s.sub_columns, cols)
-        first, combo = _distinct(rows.row_user, sub, window[:, 0])
-        vals = np.empty((len(first), 2), dtype=np.float64)
-        for j, r in enumerate(first.tolist()):
-            rec, key = records[rows.row_user[r]], "" if sub is None else sub[r]
-            if window[r, 0] < 0:
-                vals[j] = (_as_float(rec.get(counter_field(s.name, key, "c"))),
-                           _as_float(rec.get(counter_field(s.name, key, "p"))))
-            else:
-                bks = window[r].tolist()
-                vals[j] = (sum(_as_float(rec.get(counter_field(s.name, key, "c", b))) for b in bks),
-                           sum(_as_float(rec.get(counter_field(s.name, key, "p", b))) for b in bks))
-        cols[s.count_column], cols[s.pos_column] = vals[combo, 0], vals[combo, 1]
+        values = np.empty((2, n))
+        if s.entity == "user":
+            # A user's counters: each distinct (user, sub-key, window) summed once, spread to its rows.
+            first, combo = _distinct(rows.row_user, sub, window[:, 0])
+            per = np.stack([_counts([users[rows.row_user[r]]["c"]], s.name, "" if sub is None else sub[r],
+                                    window[r].tolist())[:, 0] for r in first.tolist()], axis=1)
+            values = per[:, combo]
+        else:
+            # An item's counters, per distinct (sub-key, window) — one for a ranking request, whose
+            # user and context are shared — over all the rows that have it, vectorized.
+            first, combo = _distinct(sub, window[:, 0])
+            for j, r in enumerate(first.tolist()):
+                at = slice(None) if len(first) == 1 else np.flatnonzero(combo == j)
+                dicts = item_counters if len(first) == 1 else [item_counters[i] for i in at.tolist()]  # type: ignore[union-attr]
+                values[:, at] = _counts(dicts, s.name, "" if sub is None else sub[r], window[r].tolist())
+        cols[s.count_column], cols[s.pos_column] = values[0], values[1]
     return cols
 
 
-def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray],
-                    labels: np.ndarray) -> tuple[list[str], list[str], list[int]]:
-    """The HINCRBYs that events (rows with assembled attributes) make: per statistic, count += 1 and
-    positives += label on the entity record's (sub-key) fields; duplicates summed, zeros dropped, in
-    order of first appearance. Summed by factorize + bincount: a pandas groupby over the same few
-    hundred rows costs ~10x more, and events run on the service's event loop beside ranking."""
-    n = len(labels)
+@dataclass
+class CounterUpdates:
+    """What events add to the store (`OnlineStore.increment`'s arguments)."""
+
+    keys: list[str]
+    amounts: list[dict[str, int]]  # per key: counter field → amount
+    expired_before: dict[str, int]  # windowed statistic's field prefix → its first live bucket
+
+
+def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.ndarray], counts: np.ndarray,
+                    positives: np.ndarray) -> CounterUpdates:
+    """What events (rows with assembled attributes) add: per statistic, count += counts and positives
+    += positives on the entity record's (sub-key, bucket) field, in the bucket of the row's timestamp;
+    duplicates summed, zeros dropped, keys in order of first appearance. An impression is counts 1
+    and positives its label (0 while the label is pending); a late label is counts 0 and positives
+    its label, on its impression's row (so in its impression's bucket). Summed by factorize +
+    bincount: a pandas groupby over the same few hundred rows costs ~10x more, and events run on the
+    service's event loop beside ranking. The buckets that left the window of the earliest row are
+    dropped as the counters are written."""
+    n = len(counts)
     if n == 0 or not plan.statistics:
-        return [], [], []
+        return CounterUpdates([], [], {})
     key_parts, field_parts, amount_parts = [], [], []
+    expired_before: dict[str, int] = {}
     for s in plan.statistics:
         entity = columns[plan.user_key] if s.entity == "user" else columns[plan.item_key]
         key = np.array(keys.users(entity) if s.entity == "user" else keys.items(entity), dtype=object)
         sub = _sub_array(s.sub_columns, columns)
         subs = [""] * n if sub is None else sub.tolist()
         # An event lands in the bucket of its own timestamp (the last column of its window).
-        bucket = s.buckets(columns[plan.timestamp])[:, -1].tolist()
-        for kind, amount in (("c", np.ones(n, dtype=np.int64)), ("p", labels.astype(np.int64))):
+        window = s.buckets(columns[plan.timestamp])
+        if s.window_s is not None:
+            expired_before[f"{s.name}:"] = int(window[:, 0].min())
+        bucket = window[:, -1].tolist()
+        for kind, amount in (("c", counts.astype(np.int64)), ("p", positives.astype(np.int64))):
             key_parts.append(key)
             field_parts.append(np.array(counter_fields(s.name, subs, kind, bucket), dtype=object))
             amount_parts.append(amount)
@@ -293,6 +273,13 @@ def counter_updates(plan: OnlinePlan, keys: KeySpace, columns: Mapping[str, np.n
     pair, first = pd.factorize(key_codes.astype(np.int64) * len(field_names) + field_codes)
     total = np.bincount(pair, weights=np.concatenate(amount_parts), minlength=len(first)).astype(np.int64)
     keep = total != 0
-    first = first[keep]
-    return (np.asarray(key_names, dtype=object)[first // len(field_names)].tolist(),
-            np.asarray(field_names, dtype=object)[first % len(field_names)].tolist(), total[keep].tolist())
+    first, total = first[keep], total[keep]
+    key_of, field_of = first // len(field_names), first % len(field_names)
+    # Group the (key, field, amount) triples by key: one stable sort, then one dict per key.
+    order = np.argsort(key_of, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, np.diff(key_of[order]) != 0, True])
+    fields = np.asarray(field_names, dtype=object)[field_of[order]].tolist()
+    amounts = total[order].tolist()
+    per_key = [dict(zip(fields[a:b], amounts[a:b], strict=True)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return CounterUpdates(np.asarray(key_names, dtype=object)[key_of[order][bounds[:-1]]].tolist(), per_key,
+                          expired_before)

@@ -6,10 +6,12 @@ derives, per artifact: the attribute fields of a user or item record, the counte
 statistic, and the Python type each raw column must have so that `FeaturePipeline.transform` sees
 online exactly what it saw offline (strings for categories, float64 for numbers).
 
-Statistics keyed by the user may take their extra key parts from anywhere (user or item attributes,
-context): all of a user's counters arrive with its record. Statistics keyed by the item may take
-extra key parts only from the request context, because the item fields are read in the same round
-trip as the user, before any attribute is known; a spec that breaks this is refused at load.
+A statistic's counters live in the record of its first key part (the user or the item); its other
+key parts may come from anywhere (user or item attributes, context): both records are read whole
+in one round trip, and the counter of the row's sub-key is picked after the read. So an item x
+user-attribute statistic (an item's clicks by gender) keeps one counter pair per attribute value in
+the item's record and costs no extra round trip. Which keys are servable at all is checked when
+the spec is loaded (`FeatureSpec`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 
-from recsys.errors import SpecError
 from recsys.features import count_column, pos_column
 from recsys.features.statistics import window_start
 from recsys.spec import (
@@ -33,7 +34,7 @@ from recsys.spec import (
 
 __all__ = ["StatisticPlan", "OnlinePlan", "ColumnKind"]
 
-ColumnKind = Literal["text", "number", "raw"]
+ColumnKind = Literal["text", "number", "time", "raw"]
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,6 @@ class OnlinePlan:
             cols = spec.statistic_key_columns(name)
             entity: Literal["user", "item"] = "user" if cols[0] == spec.user_key else "item"
             sub = tuple(cols[1:])
-            if entity == "item" and any(c not in context for c in sub):
-                raise SpecError(
-                    f"feature '{name}': an item-keyed statistic can be served online only when its other "
-                    f"key parts are context columns {list(context)}, got {feat.key} (fix: key it by "
-                    f"{spec.user_key} first, or by context columns only)")
             stats.append(StatisticPlan(name, entity, sub, feat.window_s, feat.bucket_s))
         return cls(
             user_key=spec.user_key,
@@ -107,7 +103,8 @@ class OnlinePlan:
 
 def _column_kinds(spec: FeatureSpec, stats: list[StatisticPlan]) -> dict[str, ColumnKind]:
     """'text' when every reader treats the column as a category, 'number' when every reader parses it
-    as a float; 'raw' (left to the pipeline's own coercion) when readers disagree."""
+    as a float, 'time' when it is a timestamp (`recsys.features.times` parses it); 'raw' (left to the
+    pipeline's own coercion) when readers disagree."""
     seen: dict[str, set[ColumnKind]] = {}
 
     def mark(col: str, kind: ColumnKind) -> None:
@@ -115,14 +112,14 @@ def _column_kinds(spec: FeatureSpec, stats: list[StatisticPlan]) -> dict[str, Co
 
     mark(spec.user_key, "text")
     mark(spec.item_key, "text")
-    mark(spec.timestamp, "number")
+    mark(spec.timestamp, "time")
     for name, feat in spec.features.items():
         if isinstance(feat, (CategoricalFeature, HashedFeature, MultiHotFeature)):
             mark(feat.column or name, "text")
         elif isinstance(feat, NumericFeature):
             mark(feat.column or name, "number")
         elif isinstance(feat, TimeFeature) and feat.part == "age":
-            mark(feat.column, "number")  # type: ignore[arg-type]
+            mark(feat.column, "time")  # type: ignore[arg-type]
     for s in stats:
         for col in s.sub_columns:
             mark(col, "text")

@@ -4,8 +4,7 @@
                    one forward pass (Predictor) → top-k
                    degraded (store failed, past its budget, or lacking this feature version's
                    materialize marker): cold features, and the reason on the result
-    record_events: one round trip for the attributes that key the statistics → one batch of HINCRBYs
-                   → the clicked items' ZINCRBYs in the popularity ranking
+    events:        impressions and late labels into the statistics, idempotent (recsys/online/events.py)
 
 It holds no connection and no global state: the service owns the store and swaps whole Rankers on
 reload, so a request that started on the old model finishes on it.
@@ -21,11 +20,13 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from recsys.artifact import Artifact
-from recsys.errors import ArtifactError, SpecError, StoreError
+from recsys.errors import ArtifactError, StoreError
 from recsys.inference import Predictor, top_k
-from recsys.online.columns import Read, Rows, assemble, counter_updates, plan_read
+from recsys.online.columns import Read, Rows, assemble, plan_read
+from recsys.online.events import EventWriter
 from recsys.online.plan import OnlinePlan
-from recsys.store.base import Fetched, OnlineStore
+from recsys.spec import CategoricalFeature
+from recsys.store.base import OnlineStore, Record
 from recsys.store.keys import KeySpace
 
 __all__ = ["Ranker", "Timings", "Scored", "Ranked", "Degraded", "STORE_UNAVAILABLE", "STORE_EMPTY"]
@@ -69,20 +70,21 @@ class Ranked:
     store_error: str | None = None
 
 
-def _cold(read: Read) -> Fetched:
+def _cold(read: Read) -> list[Record | None]:
     """The store's reply when it holds nothing for these keys: every row a cold start."""
-    return [{} for _ in read.whole], [None] * (len(read.keys) * len(read.fields))
+    return [None] * len(read.keys)
 
 
 class Ranker:
     def __init__(self, artifact: Artifact, prefix: str = "rec", popular_limit: int = 200) -> None:
         self.artifact = artifact
         self.predictor = Predictor.from_artifact(artifact)
-        try:
-            self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
-        except SpecError as err:
-            raise ArtifactError(f"artifact {artifact.path} cannot be served online: {err}") from None
+        self.plan = OnlinePlan.from_spec(artifact.pipeline.spec)
         self.keys = KeySpace(prefix, artifact.feature_version)
+        spec = artifact.pipeline.spec
+        item_vocab = next((artifact.pipeline.vocabulary(name) for name, f in spec.features.items()
+                           if isinstance(f, CategoricalFeature) and (f.column or name) == spec.item_key), None)
+        self.events = EventWriter(self.plan, self.keys, item_vocab)
         self.popular_limit = popular_limit
         popular = list(artifact.metadata.get("popular_items", []))[:popular_limit]
         # The candidates of requests without any: the artifact's train-time list until
@@ -111,19 +113,19 @@ class Ranker:
         self.predictor.warm_up(rows)
 
     async def _fetch(self, store: OnlineStore, read: Read,
-                     budget_s: float | None) -> tuple[Fetched, Degraded | None, str | None]:
+                     budget_s: float | None) -> tuple[list[Record | None], Degraded | None, str | None]:
         """`read` and this feature version's meta record in one round trip, within `budget_s`
         (pool waits included). Returns (reply, degraded reason, error): a failed or late read
         gives the cold reply; a store without the meta record (restarted empty, flushed, never
         materialized) gives what it has, flagged STORE_EMPTY."""
         try:
             async with asyncio.timeout(budget_s):
-                records, flat = await store.read([self.keys.meta, *read.whole], read.keys, read.fields)
+                records = await store.read([self.keys.meta, *read.keys])
         except StoreError as err:
             return _cold(read), STORE_UNAVAILABLE, str(err)
         except TimeoutError:
             return _cold(read), STORE_UNAVAILABLE, f"{store.name} did not answer within {(budget_s or 0) * 1e3:.0f} ms"
-        return (records[1:], flat), (None if records[0] else STORE_EMPTY), None
+        return records[1:], (None if records[0] else STORE_EMPTY), None
 
     async def score(self, store: OnlineStore, rows: Rows, budget_s: float | None = None) -> Scored:
         """Probabilities of `rows`. Never raises for the store: when it fails, is slower than
@@ -155,23 +157,9 @@ class Ranker:
         out.timings.topk = time.perf_counter() - t0
         return out
 
-    async def record_events(self, store: OnlineStore, rows: Rows, labels: np.ndarray,
-                            ttl_s: int | None = None) -> int:
-        """Add events to the online statistics exactly as the offline counts them. Post an event
-        after scoring its impression: the score must not see its own event (strictly before)."""
-        read = plan_read(self.plan, self.keys, rows, counters=False)
-        cols = assemble(self.plan, rows, read, await store.read(read.whole, read.keys, read.fields))
-        keys, fields, amounts = counter_updates(self.plan, self.keys, cols, labels)
-        # The popularity ranking first: if the counters then fail, the client's retry counts the
-        # ranking twice (a default-candidates list), never the statistics (model inputs).
-        clicked = labels > 0
-        await store.add_to_ranking(self.keys.popular, rows.item_ids[clicked].tolist(), labels[clicked].tolist(), ttl_s)
-        await store.increment(keys, fields, amounts, ttl_s)
-        return len(keys)
-
     async def refresh_popular(self, store: OnlineStore) -> bool:
         """Take the store's top items by positive events as the default candidates (materialized
-        from the log, kept current by `record_events`). False, and the list unchanged, when the
+        from the log, kept current by POST /v1/events). False, and the list unchanged, when the
         store has no ranking for this feature version."""
         top = await store.top(self.keys.popular, self.popular_limit)
         if not top:
@@ -181,5 +169,5 @@ class Ranker:
 
     async def materialized(self, store: OnlineStore) -> dict[str, str]:
         """The `materialize` marker of this artifact's feature version ({} = never materialized)."""
-        records, _ = await store.read([self.keys.meta], [], [])
-        return records[0]
+        (meta,) = await store.read([self.keys.meta])
+        return dict(meta["a"]) if meta else {}

@@ -1,19 +1,26 @@
-"""The written-down, versioned key layout of the online store.
+"""The written-down, versioned key layout of the online store (Redis or Redis Cluster).
 
-    {prefix}:v{feature_version}:u:{user_id}   HASH: the user's raw attribute columns + counter fields
-    {prefix}:v{feature_version}:i:{item_id}   HASH: the item's raw attribute columns + counter fields
-    {prefix}:v{feature_version}:popular       ZSET: item id → positive events (`materialize` from the log,
-                                              then POST /v1/events); the candidates of requests without any
-    {prefix}:v{feature_version}:meta          HASH: written last by `materialize` (what, when, as of)
+    {prefix}:v{feature_version}:{u:<user_id>}   STRING: the user's record (JSON, `recsys.store.base.Record`)
+    {prefix}:v{feature_version}:{i:<item_id>}   STRING: the item's record
+    {{prefix}:v{feature_version}:popular}       ZSET: item id → positive events (`materialize` from the log,
+                                                then POST /v1/events); the candidates of requests without any
+    {prefix}:v{feature_version}:meta            STRING: a record written last by `materialize` (what, when, as of)
+    {prefix}:v{feature_version}:{e:<event_id>}  STRING: the claim of an applied impression event (POST /v1/events),
+                                                kept RECSYS_EVENTS_RETENTION_S: a replay is a duplicate
+    {prefix}:v{feature_version}:{imp:<event_id>} STRING: an impression whose label comes later, a record whose
+                                                attributes are user, item, timestamp, context (JSON); kept
+                                                RECSYS_LABEL_WINDOW_S
+    {prefix}:v{feature_version}:{l:<event_id>}  STRING: the claim of that impression's applied label
 
-A windowed statistic keeps one counter pair per time bucket (`stat:c@<bucket>`); readers sum the
-buckets of the window and ignore older ones, and `materialize`, which rewrites records whole, drops
-them: re-materialize periodically (or set a TTL) so old bucket fields do not accumulate.
+The braces are Redis Cluster hash tags: a record's slot depends on its entity alone (so one entity's
+records of two feature versions live on one node), and the popularity ranking's staging copies share
+its slot (a RENAME swaps them in). A record holds the entity's raw attributes and its counters; a
+windowed statistic keeps one counter per time bucket (`stat:c@<bucket>`), and every increment drops
+the buckets that have left the window, so a record stays bounded however long its entity lives.
 
 `feature_version` is the artifact's spec hash (`Artifact.feature_version`): two models whose feature
 specs differ read disjoint keys, so they can serve side by side, and a new spec is rolled out by
-materializing its keys before the model that needs them is loaded. Values are raw (unencoded)
-strings; counter fields are named by `recsys.features.statistics.counter_field`.
+materializing its keys before the model that needs them is loaded.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ class KeySpace:
     feature_version: str
 
     def __post_init__(self) -> None:
-        if not self.prefix or any(c.isspace() for c in self.prefix):
-            raise ValueError(f"key prefix must be non-empty without spaces, got {self.prefix!r}")
+        if not self.prefix or any(c.isspace() or c in "{}" for c in self.prefix):
+            raise ValueError(f"key prefix must be non-empty without spaces or braces, got {self.prefix!r}")
 
     @property
     def base(self) -> str:
@@ -43,18 +50,30 @@ class KeySpace:
 
     @property
     def popular(self) -> str:
-        return f"{self.base}popular"
+        return f"{{{self.base}popular}}"
 
     def user(self, user_id: str) -> str:
-        return f"{self.base}u:{user_id}"
+        return f"{self.base}{{u:{user_id}}}"
 
     def item(self, item_id: str) -> str:
-        return f"{self.base}i:{item_id}"
+        return f"{self.base}{{i:{item_id}}}"
+
+    def events(self, ids: Iterable[str]) -> list[str]:
+        return self._tagged("e", ids)
+
+    def impressions(self, ids: Iterable[str]) -> list[str]:
+        return self._tagged("imp", ids)
+
+    def labels(self, ids: Iterable[str]) -> list[str]:
+        return self._tagged("l", ids)
 
     def users(self, ids: Iterable[str]) -> list[str]:
-        base = f"{self.base}u:"
-        return [base + i for i in ids]
+        return self._tagged("u", ids)
 
     def items(self, ids: Iterable[str]) -> list[str]:
-        base = f"{self.base}i:"
-        return [base + i for i in ids]
+        return self._tagged("i", ids)
+
+    def _tagged(self, kind: str, ids: Iterable[str]) -> list[str]:
+        """`{base}{<kind>:<id>}` for each id: the hash tag spreads the ids over the cluster's slots."""
+        base = f"{self.base}{{{kind}:"
+        return [f"{base}{i}}}" for i in ids]

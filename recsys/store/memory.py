@@ -11,8 +11,7 @@ import heapq
 import time
 from typing import Mapping, Sequence
 
-from recsys.errors import StoreError
-from recsys.store.base import Fetched, finite_scores
+from recsys.store.base import Record, finite_scores, live_counters
 
 __all__ = ["MemoryStore"]
 
@@ -21,11 +20,12 @@ class MemoryStore:
     name = "embedded"
 
     def __init__(self) -> None:
-        self._data: dict[str, dict[str, str]] = {}
+        self._data: dict[str, Record] = {}
+        self._claims: dict[str, float] = {}  # key → monotonic deadline
         self._rankings: dict[str, dict[str, float]] = {}
         self._expires: dict[str, float] = {}
 
-    def _get(self, key: str) -> dict[str, str] | None:
+    def _get(self, key: str) -> Record | None:
         self._expire(key)
         return self._data.get(key)
 
@@ -42,42 +42,46 @@ class MemoryStore:
         if ttl_s is not None:
             self._expires[key] = time.monotonic() + ttl_s
 
-    async def read(self, whole: Sequence[str], keys: Sequence[str], fields: Sequence[str]) -> Fetched:
-        empty: dict[str, str] = {}
-        records = [dict(self._get(k) or empty) for k in whole]
-        missing = [None] * len(fields)
-        flat: list[str | None] = []
-        for k in keys:
-            rec = self._get(k)
-            flat += missing if rec is None else map(rec.get, fields)
-        return records, flat
+    async def read(self, keys: Sequence[str]) -> list[Record | None]:
+        return [self._get(k) for k in keys]
 
-    async def write(self, keys: Sequence[str], records: Sequence[Mapping[str, str]], ttl_s: int | None = None) -> int:
-        for key, rec in zip(keys, records, strict=True):
+    async def write(self, keys: Sequence[str], attributes: Sequence[Mapping[str, str]],
+                    counters: Sequence[Mapping[str, int]], keep_counters: bool = False,
+                    ttl_s: int | None = None) -> int:
+        for key, attrs, counts in zip(keys, attributes, counters, strict=True):
+            old = self._get(key)
+            self._claims.pop(key, None)  # like Redis: a write replaces whatever the key held
+            rec = Record(a={str(f): str(v) for f, v in attrs.items()}, c={str(f): int(n) for f, n in counts.items()})
+            if keep_counters and old is not None:
+                rec["c"] = {**rec["c"], **old["c"]}
             self._expires.pop(key, None)
-            if rec:
-                self._data[key] = {str(f): str(v) for f, v in rec.items()}
+            if rec["a"] or rec["c"] or keep_counters:
+                self._data[key] = rec
                 self._touch(key, ttl_s)
             else:
                 self._data.pop(key, None)
         return len(keys)
 
-    async def increment(self, keys: Sequence[str], fields: Sequence[str], amounts: Sequence[int],
-                        ttl_s: int | None = None) -> None:
-        # Like Redis MULTI/EXEC: every valid increment applies, a non-integer field fails alone.
-        failed: list[str] = []
-        for key, field, amount in zip(keys, fields, amounts, strict=True):
-            rec = self._get(key)
-            if rec is None:
-                rec = self._data[key] = {}
-            value = rec.get(field, "0")
-            if not value.lstrip("-").isdigit():
-                failed.append(f"{key} field {field} holds {value!r}")
-                continue
-            rec[field] = str(int(value) + int(amount))
+    async def increment(self, keys: Sequence[str], amounts: Sequence[Mapping[str, int]],
+                        expired_before: Mapping[str, int] | None = None, ttl_s: int | None = None) -> None:
+        for key, add in zip(keys, amounts, strict=True):
+            old = self._get(key) or Record(a={}, c={})
+            counts = dict(old["c"])
+            for f, n in add.items():
+                counts[f] = counts.get(f, 0) + int(n)
+            # a new record, never an update in place: a reader keeps the record it was given
+            self._data[key] = Record(a=old["a"], c=live_counters(counts, expired_before or {}))
             self._touch(key, ttl_s)
-        if failed:
-            raise StoreError(f"cannot increment non-integer counters: {'; '.join(failed[:3])}")
+
+    async def claim(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        now = time.monotonic()
+        out = []
+        for key in keys:
+            first = self._claims.get(key, 0.0) <= now
+            if first:
+                self._claims[key] = now + ttl_s
+            out.append(first)
+        return out
 
     async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
                             ttl_s: int | None = None) -> None:
@@ -113,3 +117,4 @@ class MemoryStore:
         self._data.clear()
         self._rankings.clear()
         self._expires.clear()
+        self._claims.clear()

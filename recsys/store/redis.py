@@ -1,259 +1,412 @@
-"""Redis backend: a lean RESP pipeline client, because the request path has a 3 ms budget.
+"""Redis backend, one server or a Redis Cluster, through valkey-glide (a maintained client).
 
-Why not redis-py's pipeline: measured on this machine (under the same load), redis-py spends about
-50 µs of Python per pipelined command, 10 ms for one user + 200 candidate HMGETs, and ~20 µs per
-reply read through its connection objects. This module packs every command of a call into one
-buffer, writes it once and parses the replies with hiredis (C): about 1 ms for the same 201 commands.
-A Lua script doing the HMGETs server-side was measured too: one command, but ~5 µs per key of
-server time (2.5 ms for 500 keys), which blocks every other client of a single-threaded Redis.
+Why glide: measured on the request path's read (one user + 200 / 500 candidate records, loopback)
+against redis-py (hiredis parser) and the hand-written RESP client this module replaces, it is level
+with redis-py on one server and several times faster on a cluster (whose MGET it groups per node),
+and it follows a cluster's slots, MOVED / ASK redirections and failovers itself
+(`benchmarks/store_bench.py`, `docs/store.md`).
 
-It speaks RESP2 over asyncio streams, with AUTH / SELECT / TLS taken from the URL
-(`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS), a small connection pool and a
-timeout per call. A connection that timed out, failed or was cancelled mid-call is closed, never
-reused: its pending replies would answer the next caller's commands.
+URLs: `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS) for one server, and
+`redis+cluster://[user:password@]host:port,host:port,...` (`rediss+cluster://`) for a cluster: any
+reachable nodes seed the client, which discovers the rest.
+
+- A request's read is ONE `MGET` of the meta, user and item records; on a cluster glide splits it
+  per node and sends the parts in parallel.
+- Counters change server-side, in the `recsys` Redis Function library (`LIBRARY`, loaded by FUNCTION
+  LOAD when the write client connects, and again when a restarted or new node lacks it):
+  `recsys_add` adds amounts and drops expired window buckets (bounded records), `recsys_put` writes
+  a record keeping the counters already stored (a re-materialize merges with live events).
+- Reads and writes use separate clients, so a burst of events or a materialize never queues in
+  front of a ranking read; every call has a deadline (`timeout_s` reads, `write_timeout_s` writes).
+- A client that keeps failing for `replace_after_s` is closed and created anew on the next call, so
+  a failover or a restarted server is survived even when the old client is stuck on a dead node.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import time
 import uuid
 from dataclasses import dataclass
-from itertools import chain
-from typing import Any, Mapping, Sequence
-from urllib.parse import unquote, urlsplit
+from typing import Any, Awaitable, Callable, Literal, Mapping, Sequence, TypeVar
+from urllib.parse import unquote
 
-import hiredis
+import glide
+import orjson
+from glide import (
+    AdvancedGlideClientConfiguration,
+    AdvancedGlideClusterClientConfiguration,
+    BackoffStrategy,
+    Batch,
+    ClusterBatch,
+    ConditionalChange,
+    ExpirySet,
+    ExpiryType,
+    GlideClient,
+    GlideClientConfiguration,
+    GlideClusterClient,
+    GlideClusterClientConfiguration,
+    NodeAddress,
+    RangeByIndex,
+    ServerCredentials,
+)
 
 from recsys.errors import StoreError
-from recsys.store.base import Fetched, finite_scores
+from recsys.store.base import Record, finite_scores
 
-__all__ = ["RedisStore", "pack"]
+__all__ = ["RedisStore", "Target", "LIBRARY"]
+
+T = TypeVar("T")
+Client = GlideClient | GlideClusterClient
+Role = Literal["read", "write"]
 
 _ZADD_CHUNK = 10_000  # members per ZADD command in `write_ranking`
 
+# Counters: `c` of the record; a field `<statistic>:...@<bucket>` whose prefix is in `live` and whose
+# bucket is below that prefix's first live bucket has left its window and is dropped.
+LIBRARY = """#!lua name=recsys
+local function prune(c, live)
+  for f, _ in pairs(c) do
+    local b = string.match(f, "@(%-?%d+)$")
+    if b then
+      b = tonumber(b)
+      for p, first in pairs(live) do
+        if b < first and string.sub(f, 1, #p) == p then
+          c[f] = nil
+          break
+        end
+      end
+    end
+  end
+end
 
-def _bulk(b: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(b), b)
+local function save(key, rec, ttl, keep_ttl)
+  rec.a = rec.a or {}
+  local v = cjson.encode(rec)
+  if ttl > 0 then return redis.call('SET', key, v, 'EX', ttl) end
+  if keep_ttl then return redis.call('SET', key, v, 'KEEPTTL') end
+  return redis.call('SET', key, v)
+end
 
+-- keys: the record; args: amounts {field: n} (JSON), live {prefix: first bucket} (JSON), ttl (0 = keep)
+redis.register_function('recsys_add', function(keys, args)
+  local old = redis.call('GET', keys[1])
+  local rec = old and cjson.decode(old) or {a = {}, c = {}}
+  local c = rec.c or {}
+  for f, n in pairs(cjson.decode(args[1])) do c[f] = (c[f] or 0) + n end
+  prune(c, cjson.decode(args[2]))
+  rec.c = c
+  return save(keys[1], rec, tonumber(args[3]), true)
+end)
 
-def _pack_hmget(keys: Sequence[str], fields: Sequence[str]) -> bytes:
-    """HMGET key f1..fn for every key: the field part is packed once; ASCII keys (the usual case)
-    are framed as one str and encoded once, 2x faster than encoding key by key."""
-    tail = "".join(f"${len(f.encode())}\r\n{f}\r\n" for f in fields)
-    head = f"*{len(fields) + 2}\r\n$5\r\nHMGET\r\n"
-    text = "".join([f"{head}${len(k)}\r\n{k}\r\n{tail}" for k in keys])
-    if text.isascii():  # then len(k) counted bytes
-        return text.encode()
-    tail_b = tail.encode()
-    return b"".join([b"%b%b%b" % (head.encode(), _bulk(k.encode()), tail_b) for k in keys])
-
-
-def pack(*args: str | bytes | int) -> bytes:
-    """One RESP command. Lengths are byte lengths, so non-ASCII ids are framed correctly."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        out.append(_bulk(a if isinstance(a, bytes) else str(a).encode()))
-    return b"".join(out)
+-- keys: records; args: ttl (0 = none), then each key's new record (JSON); stored counters win, new
+-- counters are added
+redis.register_function('recsys_put', function(keys, args)
+  local ttl = tonumber(args[1])
+  for i, key in ipairs(keys) do
+    local rec = cjson.decode(args[i + 1])
+    local old = redis.call('GET', key)
+    if old then
+      local c = cjson.decode(old).c or {}
+      for f, n in pairs(rec.c) do if c[f] == nil then c[f] = n end end
+      rec.c = c
+    end
+    save(key, rec, ttl, false)
+  end
+  return #keys
+end)
+"""
 
 
 @dataclass(frozen=True)
-class _Target:
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None
-    tls: bool
+class Target:
+    """Where the store is: parsed from REDIS_URL, printed without credentials."""
+
+    nodes: tuple[tuple[str, int], ...]
+    cluster: bool
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
 
     @classmethod
-    def parse(cls, url: str) -> "_Target":
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise StoreError(f"redis URL must start with redis:// or rediss://, got {url.split('@')[-1]!r}")
-        path = parts.path.strip("/")
-        if path and not path.isdigit():
-            raise StoreError(f"redis URL database must be a number (redis://host:port/0), got '/{path}'")
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(path or 0),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=parts.scheme == "rediss",
-        )
+    def parse(cls, url: str) -> "Target":
+        scheme, sep, rest = url.partition("://")
+        schemes = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+        if not sep or scheme not in schemes:
+            raise StoreError(f"REDIS_URL must start with redis://, rediss://, redis+cluster:// or "
+                             f"rediss+cluster://, got {url.split('@')[-1]!r}")
+        cluster, tls = scheme.endswith("+cluster"), scheme.startswith("rediss")
+        auth, _, location = rest.rpartition("@")
+        hosts, _, path = location.partition("/")
+        path = path.strip("/")
+        if path and (cluster or not path.isdigit()):
+            raise StoreError(f"REDIS_URL database must be a number (redis://host:port/0; a cluster has only "
+                             f"database 0), got '/{path}'")
+        nodes = []
+        for node in hosts.split(","):
+            host, _, port = node.strip().rpartition(":") if ":" in node else (node.strip(), "", "6379")
+            if not port.isdigit() or not host.strip("[]"):
+                raise StoreError(f"REDIS_URL node {node!r} must be host:port "
+                                 f"(e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000)")
+            nodes.append((host.strip("[]"), int(port)))
+        if len(nodes) > 1 and not cluster:
+            raise StoreError("REDIS_URL names several nodes: a cluster's URL starts with redis+cluster://")
+        user, _, password = auth.partition(":")
+        return cls(tuple(nodes), cluster, int(path or 0), unquote(user) if user and password else None,
+                   unquote(password or user) if auth else None, tls)
 
     def __str__(self) -> str:  # no credentials in logs or /readyz
-        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        return f"{scheme}://{hosts}" + ("" if self.cluster else f"/{self.db}")
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.parser = hiredis.Reader(encoding="utf-8", errors="replace")
-
-    async def call(self, payload: bytes, replies: int) -> list[Any]:
-        self.writer.write(payload)
-        await self.writer.drain()
-        out: list[Any] = []
-        while len(out) < replies:
-            reply = self.parser.gets()
-            if reply is False:  # incomplete: RESP2 has no boolean replies
-                data = await self.reader.read(1 << 20)
-                if not data:
-                    raise ConnectionError("connection closed by the server")
-                self.parser.feed(data)
-            else:
-                out.append(reply)
-        return out
-
-    def close(self) -> None:
-        self.writer.close()
+def _staging(key: str) -> str:
+    """A temporary key in `key`'s cluster slot: the hash tag of `key`, or `key` itself as the tag."""
+    a = key.find("{")
+    tagged = a >= 0 and key.find("}", a + 2) > a
+    return f"{key if tagged else '{' + key + '}'}:staging:{uuid.uuid4().hex}"
 
 
-def _check(replies: list[Any], what: str, transaction: bool = False) -> None:
-    """Error replies are top-level, except inside EXEC's array (the last reply of a transaction).
-    Values are not walked: a read's thousands of strings cost nothing here."""
-    for r in replies:
-        if isinstance(r, hiredis.ReplyError):
-            raise StoreError(f"redis refused {what}: {r}")
-    if transaction and isinstance(replies[-1], list):
-        _check(replies[-1], what)
+def _decode(raw: list[bytes | None]) -> list[Record | None]:
+    """MGET's values as records: one orjson parse of them all (C speed), not one per value."""
+    if not raw:
+        return []
+    try:
+        out = orjson.loads(b"[" + b",".join([b"null" if v is None else v for v in raw]) + b"]")
+    except orjson.JSONDecodeError:
+        out = None
+    if not isinstance(out, list) or len(out) != len(raw):
+        raise StoreError("a store key holds a value that is not a recsys record (fix: keep other data out of "
+                         "the key prefix, or re-run recsys materialize)")
+    return out
 
 
 class RedisStore:
-    """`OnlineStore` on a single Redis server (or a proxy that keeps a pipeline on one node)."""
+    """`OnlineStore` on one Redis server or a Redis Cluster (see the module docstring)."""
 
     def __init__(self, url: str, timeout_s: float = 0.2, write_timeout_s: float = 60.0,
-                 pool_size: int = 16, connect_timeout_s: float = 2.0) -> None:
-        self._target = _Target.parse(url)
-        self.name = str(self._target)
+                 connect_timeout_s: float = 2.0, replace_after_s: float = 1.0) -> None:
+        self.target = Target.parse(url)
+        self.name = str(self.target)
+        # glide's own log: errors only (its per-request warnings during a failover would flood the
+        # service log, which reports degraded answers itself); an application's earlier setting wins
+        glide.Logger.init(glide.LogLevel.ERROR)
         self.timeout_s = timeout_s
         self.write_timeout_s = write_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(pool_size)
+        self.replace_after_s = replace_after_s
+        self._clients: dict[Role, Client] = {}
+        self._connecting: dict[Role, asyncio.Task[Client]] = {}
+        self._failing_since: dict[Role, float] = {}
 
-    # ------------------------------------------------------------------ connections
-    async def _connect(self) -> _Connection:
-        t = self._target
+    # ------------------------------------------------------------------ clients
+    async def _create(self, role: Role) -> Client:
+        t = self.target
+        timeout_ms = int((self.timeout_s if role == "read" else self.write_timeout_s) * 1000)
+        common: dict[str, Any] = dict(
+            addresses=[NodeAddress(h, p) for h, p in t.nodes], use_tls=t.tls,
+            credentials=ServerCredentials(t.password, t.username) if t.password is not None else None,
+            request_timeout=max(timeout_ms, 1), client_name=f"recsys-{role}",
+            reconnect_strategy=BackoffStrategy(num_of_retries=8, factor=10, exponent_base=2))
+        connect_ms = int(self.connect_timeout_s * 1000)
+        try:
+            client: Client
+            if t.cluster:
+                client = await GlideClusterClient.create(GlideClusterClientConfiguration(
+                    **common, advanced_config=AdvancedGlideClusterClientConfiguration(connection_timeout=connect_ms)))
+            else:
+                client = await GlideClient.create(GlideClientConfiguration(
+                    **common, database_id=t.db or None,
+                    advanced_config=AdvancedGlideClientConfiguration(connection_timeout=connect_ms)))
+            if role == "write":
+                await self._load_library(client)
+        except glide.GlideError as err:
+            raise StoreError(f"cannot connect to redis at {self.name}: {err} "
+                             f"(fix: start Redis or point REDIS_URL at it)") from None
+        return client
+
+    async def _load_library(self, client: Client) -> None:
+        await client.function_load(LIBRARY, replace=True)
+
+    async def _client(self, role: Role) -> Client:
+        found = self._clients.get(role)
+        if found is not None:
+            return found
+        task = self._connecting.get(role)
+        if task is None:  # one connection attempt at a time, finished even when its caller gives up
+            task = self._connecting[role] = asyncio.ensure_future(self._create(role))
+        try:
+            client = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._connecting.pop(role, None)
+        self._clients[role] = client
+        return client
+
+    def _failed(self, role: Role, closed: bool) -> None:
+        now = time.monotonic()
+        since = self._failing_since.setdefault(role, now)
+        if closed or now - since >= self.replace_after_s:
+            client = self._clients.pop(role, None)
+            self._failing_since.pop(role, None)
+            if client is not None:
+                asyncio.ensure_future(client.close())
+
+    async def _call(self, role: Role, what: str, fn: Callable[[Client], Awaitable[T]]) -> T:
+        timeout_s = self.timeout_s if role == "read" else self.write_timeout_s
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    t.host, t.port, ssl=ssl.create_default_context() if t.tls else None)
-                conn = _Connection(reader, writer)
-                hello = []
-                if t.password is not None:
-                    hello.append(pack("AUTH", *([t.username] if t.username else []), t.password))
-                if t.db:
-                    hello.append(pack("SELECT", t.db))
-                if hello:
-                    _check(await conn.call(b"".join(hello), len(hello)), "the connection handshake (AUTH/SELECT)")
-        except (OSError, TimeoutError) as err:
-            raise StoreError(f"cannot connect to redis at {self.name}: {err or type(err).__name__} "
+                client = await self._client(role)
+        except TimeoutError:
+            raise StoreError(f"cannot connect to redis at {self.name} within {self.connect_timeout_s:.1f} s "
                              f"(fix: start Redis or point REDIS_URL at it)") from None
-        return conn
-
-    async def _call(self, payload: bytes, replies: int, timeout_s: float, what: str,
-                    transaction: bool = False) -> list[Any]:
-        async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    out = await conn.call(payload, replies)
-            except TimeoutError:
-                conn.close()
-                raise StoreError(f"redis at {self.name} did not answer {what} within {timeout_s * 1000:.0f} ms "
-                                 f"(fix: check the server's load, or raise RECSYS_REDIS_TIMEOUT_MS)") from None
-            except (OSError, ConnectionError, hiredis.ProtocolError) as err:
-                conn.close()
-                raise StoreError(f"redis at {self.name} failed during {what}: {err}") from None
-            except BaseException:  # cancelled mid-call: the replies still pending would desync it
-                conn.close()
-                raise
-            self._idle.append(conn)
-        _check(out, what, transaction)
+        try:
+            async with asyncio.timeout(timeout_s):
+                out = await fn(client)
+        except (TimeoutError, glide.TimeoutError):
+            self._failed(role, closed=False)
+            raise StoreError(f"redis at {self.name} did not answer {what} within {timeout_s * 1000:.0f} ms "
+                             f"(fix: check the server's load, or raise RECSYS_REDIS_TIMEOUT_MS)") from None
+        except glide.GlideError as err:
+            self._failed(role, closed=isinstance(err, glide.ClosingError))
+            raise StoreError(f"redis at {self.name} failed during {what}: {err}") from None
+        self._failing_since.pop(role, None)
         return out
 
-    # ------------------------------------------------------------------ protocol
-    async def read(self, whole: Sequence[str], keys: Sequence[str], fields: Sequence[str]) -> Fetched:
-        n_hmget = len(keys) if fields else 0
-        if not whole and not n_hmget:
-            return [], []
-        payload = b"".join([pack("HGETALL", k) for k in whole]) + (_pack_hmget(keys, fields) if n_hmget else b"")
-        out = await self._call(payload, len(whole) + n_hmget, self.timeout_s, "a read")
-        records = [dict(zip(r[::2], r[1::2], strict=True)) for r in out[: len(whole)]]
-        return records, list(chain.from_iterable(out[len(whole):]))
+    def _batch(self, atomic: bool = False) -> Batch | ClusterBatch:
+        return ClusterBatch(is_atomic=atomic) if self.target.cluster else Batch(is_atomic=atomic)
 
-    async def write(self, keys: Sequence[str], records: Sequence[Mapping[str, str]], ttl_s: int | None = None) -> int:
-        if len(keys) != len(records):
-            raise ValueError(f"{len(keys)} keys but {len(records)} records")
+    async def _exec(self, role: Role, what: str, batch: Batch | ClusterBatch) -> list[Any]:
+        async def run(client: Client) -> list[Any]:
+            out = await client.exec(batch, raise_on_error=True)
+            return list(out or [])
+        return await self._call(role, what, run)
+
+    async def _fcall_retry(self, what: str, build: Callable[[], Batch | ClusterBatch]) -> list[Any]:
+        """A batch of FCALLs, once more after the library was reloaded into a node that lacked it."""
+        try:
+            return await self._exec("write", what, build())
+        except StoreError as err:
+            if "function" not in str(err).lower():
+                raise
+        # a restarted or new node without the library (FCALL: "Function not found"): load it, retry
+        await self._call("write", "FUNCTION LOAD", self._load_library)
+        return await self._exec("write", what, build())
+
+    # ------------------------------------------------------------------ protocol
+    async def read(self, keys: Sequence[str]) -> list[Record | None]:
+        if not keys:
+            return []
+        raw = await self._call("read", "a read", lambda c: c.mget(list(keys)))
+        return _decode(raw)
+
+    async def write(self, keys: Sequence[str], attributes: Sequence[Mapping[str, str]],
+                    counters: Sequence[Mapping[str, int]], keep_counters: bool = False,
+                    ttl_s: int | None = None) -> int:
+        if not (len(keys) == len(attributes) == len(counters)):
+            raise ValueError(f"{len(keys)} keys, {len(attributes)} attribute and {len(counters)} counter records")
         if not keys:
             return 0
-        cmds = [pack("MULTI")]
-        for key, rec in zip(keys, records, strict=True):
-            cmds.append(pack("DEL", key))
-            if rec:
-                cmds.append(pack("HSET", key, *[x for fv in rec.items() for x in fv]))
-                if ttl_s is not None:
-                    cmds.append(pack("EXPIRE", key, ttl_s))
-        cmds.append(pack("EXEC"))
-        await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, f"a write of {len(keys)} records",
-                         transaction=True)
+        values = [orjson.dumps({"a": a, "c": c}) for a, c in zip(attributes, counters, strict=True)]
+        expiry = ExpirySet(ExpiryType.SEC, ttl_s) if ttl_s is not None else None
+        ttl = str(ttl_s or 0)
+
+        what = f"a write of {len(keys)} records"
+        empty = [k for k, a, c in zip(keys, attributes, counters, strict=True) if not (a or c)]
+        if not keep_counters and ttl_s is None and not empty:
+            # the bulk path: one MSET (split per slot by the cluster client), no command per record
+            await self._call("write", what, lambda c: c.mset(dict(zip(keys, values, strict=True))))
+            return len(keys)
+
+        def build() -> Batch | ClusterBatch:
+            batch = self._batch()
+            if keep_counters and not self.target.cluster:  # one FCALL for the chunk
+                batch.fcall("recsys_put", list(keys), [ttl, *values])
+                return batch
+            for key, value, a, c in zip(keys, values, attributes, counters, strict=True):
+                if keep_counters:  # a cluster's FCALL takes the keys of one slot: one per record
+                    batch.fcall("recsys_put", [key], [ttl, value])
+                elif a or c:
+                    batch.set(key, value, expiry=expiry)
+                else:
+                    batch.delete([key])
+            return batch
+
+        await (self._fcall_retry(what, build) if keep_counters else self._exec("write", what, build()))
         return len(keys)
 
-    async def increment(self, keys: Sequence[str], fields: Sequence[str], amounts: Sequence[int],
-                        ttl_s: int | None = None) -> None:
-        if not (len(keys) == len(fields) == len(amounts)):
-            raise ValueError("keys, fields and amounts must have the same length")
+    async def increment(self, keys: Sequence[str], amounts: Sequence[Mapping[str, int]],
+                        expired_before: Mapping[str, int] | None = None, ttl_s: int | None = None) -> None:
+        if len(keys) != len(amounts):
+            raise ValueError(f"{len(keys)} keys but {len(amounts)} amounts")
         if not keys:
             return
-        cmds = [pack("MULTI")]
-        cmds += [pack("HINCRBY", k, f, int(a)) for k, f, a in zip(keys, fields, amounts, strict=True)]
-        if ttl_s is not None:
-            cmds += [pack("EXPIRE", k, ttl_s) for k in dict.fromkeys(keys)]
-        cmds.append(pack("EXEC"))
-        await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, "counter increments", transaction=True)
+        live, ttl = orjson.dumps(dict(expired_before or {})), str(ttl_s or 0)
+        args = [orjson.dumps({f: int(n) for f, n in a.items()}) for a in amounts]
+
+        def build() -> Batch | ClusterBatch:
+            batch = self._batch()
+            for key, arg in zip(keys, args, strict=True):
+                batch.fcall("recsys_add", [key], [arg, live, ttl])
+            return batch
+
+        await self._fcall_retry(f"counter increments of {len(keys)} records", build)
+
+    async def claim(self, keys: Sequence[str], ttl_s: int) -> list[bool]:
+        if not keys:
+            return []
+        batch = self._batch()
+        expiry = ExpirySet(ExpiryType.SEC, ttl_s)
+        for key in keys:
+            batch.set(key, "1", conditional_set=ConditionalChange.ONLY_IF_DOES_NOT_EXIST, expiry=expiry)
+        return [r is not None for r in await self._exec("write", f"claims of {len(keys)} keys", batch)]
 
     async def write_ranking(self, key: str, members: Sequence[str], scores: Sequence[float],
                             ttl_s: int | None = None) -> None:
         values = finite_scores(members, scores)
-        # Built under a temporary key in chunks (a huge catalogue never blocks Redis in one EXEC),
-        # then swapped in by RENAME, which readers see whole.
-        staging = f"{key}:staging:{uuid.uuid4().hex}"
+        # Built under a temporary key of the same slot in chunks (a huge catalogue never blocks
+        # Redis in one command), then swapped in by RENAME, which readers see whole.
+        staging = _staging(key)
         for a in range(0, len(members), _ZADD_CHUNK):
-            pairs = zip(values[a:a + _ZADD_CHUNK], members[a:a + _ZADD_CHUNK], strict=True)
-            chunk = pack("ZADD", staging, *[x for s, m in pairs for x in (repr(s), m)])
-            # An hour to live until the swap: a writer that dies half-way leaves no garbage behind.
-            await self._call(chunk + pack("EXPIRE", staging, 3600), 2, self.write_timeout_s,
-                             f"a ranking of {len(members)} members")
+            batch = self._batch(atomic=True)
+            batch.zadd(staging, dict(zip(members[a:a + _ZADD_CHUNK], values[a:a + _ZADD_CHUNK], strict=True)))
+            batch.expire(staging, 3600)  # a writer that dies half-way leaves no garbage behind
+            await self._exec("write", f"a ranking of {len(members)} members", batch)
+        swap = self._batch(atomic=True)
         if members:  # RENAME carries the staging key's expiry over: replace it
-            swap = [pack("MULTI"), pack("RENAME", staging, key),
-                    pack("EXPIRE", key, ttl_s) if ttl_s is not None else pack("PERSIST", key), pack("EXEC")]
+            swap.rename(staging, key)
+            swap.expire(key, ttl_s) if ttl_s is not None else swap.persist(key)
         else:
-            swap = [pack("MULTI"), pack("DEL", key), pack("EXEC")]
-        await self._call(b"".join(swap), len(swap), self.write_timeout_s, "a ranking swap", transaction=True)
+            swap.delete([key])
+        await self._exec("write", "a ranking swap", swap)
 
     async def add_to_ranking(self, key: str, members: Sequence[str], amounts: Sequence[float],
                              ttl_s: int | None = None) -> None:
         values = finite_scores(members, amounts)
         if not members:
             return
-        increments = [pack("ZINCRBY", key, repr(a), m) for m, a in zip(members, values, strict=True)]
-        expiry = [pack("EXPIRE", key, ttl_s)] if ttl_s is not None else []
-        cmds = [pack("MULTI"), *increments, *expiry, pack("EXEC")]
-        await self._call(b"".join(cmds), len(cmds), self.write_timeout_s, "ranking increments", transaction=True)
+        batch = self._batch(atomic=True)
+        for member, amount in zip(members, values, strict=True):
+            batch.zincrby(key, amount, member)
+        if ttl_s is not None:
+            batch.expire(key, ttl_s)
+        await self._exec("write", "ranking increments", batch)
 
     async def top(self, key: str, n: int) -> list[str]:
         if n <= 0:
             return []
-        (members,) = await self._call(pack("ZREVRANGE", key, 0, n - 1), 1, self.timeout_s, "a ranking read")
-        return list(members)
+        members = await self._call("read", "a ranking read",
+                                   lambda c: c.zrange(key, RangeByIndex(0, n - 1), reverse=True))
+        return [m.decode() for m in members]
 
     async def ping(self) -> None:
-        await self._call(pack("PING"), 1, self.timeout_s, "PING")
+        await self._call("read", "PING", lambda c: c.ping())
 
     async def close(self) -> None:
-        while self._idle:
-            self._idle.pop().close()
+        for task in self._connecting.values():
+            task.cancel()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()

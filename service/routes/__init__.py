@@ -29,6 +29,7 @@ _MEANING = {
     409: "the artifact was refused; the served model is unchanged",
     413: "request body larger than RECSYS_MAX_BODY_BYTES",
     422: "invalid request: the message and `fields` name each bad field",
+    429: "too many event posts in flight on this worker: nothing was read; retry after `Retry-After` seconds",
     503: "the feature store failed; nothing was written",
 }
 

@@ -18,7 +18,8 @@ __all__ = ["build"]
 
 
 def _store_kind(name: str) -> Literal["redis", "embedded", "other"]:
-    return "redis" if name.startswith(("redis://", "rediss://")) else "embedded" if name == "embedded" else "other"
+    return "redis" if name.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")) \
+        else "embedded" if name == "embedded" else "other"
 
 
 def build() -> APIRouter:

@@ -20,7 +20,8 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run_ok("generate", "--out", p["raw"], "--impressions", 20_000, "--users", 400, "--items", 300, "--days", 10,
            "--seed", 3)
     run_ok("build-features", "--spec", "synthetic", "--raw", p["raw"], "--out", p["features"], "--quiet")
-    run_ok("train", "--features", p["features"], "--out", p["model"], "--epochs", 1, "--quiet")
+    # 4 epochs: one leaves the model half-trained (test AUC 0.627 against 0.698), which says little
+    run_ok("train", "--features", p["features"], "--out", p["model"], "--epochs", 4, "--quiet")
     run_ok("evaluate", "--model", p["model"], "--features", p["features"], "--out", p["report"], "--quiet")
     return p
 
@@ -48,10 +49,13 @@ def test_metrics_name_split_and_metric_and_are_sane(pipeline_run: dict[str, Path
     for split in ("valid", "test"):
         for metric in ("auc", "logloss", "ndcg@10", "recall@10", "ece"):
             assert isinstance(m[f"{split}.{metric}"], float), f"{split}.{metric}"
-    assert m["test.auc"] > 0.65  # well above chance on data with a planted click model
-    assert m["test.auc"] > m["test.popularity.auc"]
+    # Well above chance and popularity on data with a planted click model. (4 epochs on 16k rows whose
+    # sessions carry a mood that the honest, 10-minute-delayed statistics cannot see: test AUC 0.698
+    # measured, popularity 0.604, Bayes-optimal 0.778; docs/labels.md.)
+    assert m["test.auc"] > 0.66
+    assert m["test.auc"] > m["test.popularity.auc"] + 0.05
     assert m["test.auc"] <= m["test.bayes_optimal.auc"] + 0.01  # nothing beats the planted probabilities
-    assert m["test.auc_over_bayes"] > 0.85
+    assert m["test.auc_over_bayes"] > 0.85  # 0.897 measured
     assert 0.0 < m["test.logloss"] < 0.69
     assert m["test.calibration"] and {"mean_predicted", "observed_rate"} <= set(m["test.calibration"][0])
     meta = json.loads((pipeline_run["model"] / "metadata.json").read_text())

@@ -14,9 +14,8 @@ from typing import Iterator
 import httpx
 import pytest
 import torch
-import yaml
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, synthetic_labels_at_once
 
 TOKEN = "test-admin-token"
 
@@ -26,7 +25,7 @@ def windowed_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) 
     from pipelines.build_features import build_features
     from recsys.spec import parse_spec
 
-    data = yaml.safe_load((REPO / "pipelines" / "specs" / "synthetic.yaml").read_text())
+    data = synthetic_labels_at_once()
     data["features"].update({
         "user_last_day": {"type": "statistic", "key": ["user_id"], "window": "1d", "window_buckets": 24},
         "item_last_week": {"type": "statistic", "key": ["item_id"], "window": "7d", "window_buckets": 7},
@@ -38,23 +37,45 @@ def windowed_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-@pytest.fixture(scope="session")
-def windowed_artifact(windowed_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def random_artifact(features_dir: Path, out: Path) -> Path:
+    """An artifact with random, feature-sensitive weights over `features_dir` (a trained tiny model
+    is nearly constant; random weights make any skew visible)."""
     from pipelines.train import load_features, popular_items
     from recsys.artifact import save_artifact
     from recsys.features.splits import read_split
     from recsys.model import WideDeep, WideDeepConfig
 
-    spec, pipeline, _ = load_features(windowed_features)
+    spec, pipeline, _ = load_features(features_dir)
     torch.manual_seed(0)
     model = WideDeep(WideDeepConfig.from_layout(pipeline.layout, spec.model))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.05)
-    _, train_meta = read_split(windowed_features, "train")
-    out = tmp_path_factory.mktemp("wartifact") / "model"
+    _, train_meta = read_split(features_dir, "train")
     save_artifact(out, pipeline, model.eval(), {"popular_items": popular_items(train_meta, spec)})
     return out
+
+
+@pytest.fixture(scope="session")
+def windowed_artifact(windowed_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_artifact(windowed_features, tmp_path_factory.mktemp("wartifact") / "model")
+
+
+@pytest.fixture(scope="session")
+def shipped_features(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped synthetic spec as it is (labels known 10 minutes late) over the tiny raw tables."""
+    from pipelines.build_features import build_features
+    from recsys.spec import load_spec
+
+    out = tmp_path_factory.mktemp("sfeatures") / "features"
+    build_features(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), tiny_raw, out, log=lambda _: None,
+                   progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_artifact(shipped_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_artifact(shipped_features, tmp_path_factory.mktemp("sartifact") / "model")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from recsys.artifact import load_artifact
+from recsys.store.base import Record
 from recsys.store.keys import KeySpace
 from recsys.store.redis import RedisStore
 from tests.conftest import items_by_positives
@@ -19,10 +20,10 @@ from tests.conftest import items_by_positives
 pytestmark = pytest.mark.redis
 
 
-def _snapshot(redis_url: str, keys: KeySpace, users: list[str], items: list[str]) -> list[dict[str, str]]:
-    async def read() -> list[dict[str, str]]:
+def _snapshot(redis_url: str, keys: KeySpace, users: list[str], items: list[str]) -> list[Record | None]:
+    async def read() -> list[Record | None]:
         store = RedisStore(redis_url)
-        records, _ = await store.read(keys.users(users) + keys.items(items), [], [])
+        records = await store.read(keys.users(users) + keys.items(items))
         await store.close()
         return records
 
@@ -48,9 +49,10 @@ def test_materialize_writes_raw_values_and_counters_and_is_idempotent(
     after = _snapshot(redis_url, keys, users, items["item_id"].astype(str).tolist())
     assert before == after
     item = before[len(users)]
+    assert item is not None
     row = items.iloc[0]
-    assert item["category"] == row["category"] and float(item["duration_s"]) == float(row["duration_s"])
-    assert int(item["item_history:c"]) >= int(item["item_history:p"]) >= 0
+    assert item["a"]["category"] == row["category"] and float(item["a"]["duration_s"]) == float(row["duration_s"])
+    assert item["c"]["item_history:c"] >= item["c"].get("item_history:p", 0) >= 0
     assert _top(redis_url, keys.popular, 10) == items_by_positives(tiny_raw)[:10]
 
 

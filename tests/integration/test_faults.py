@@ -182,7 +182,7 @@ def test_no_request_fails_after_redis_restarts_while_the_service_is_idle(stack: 
 
 
 def test_events_refuse_with_503_during_an_outage_while_ranking_answers(stack: Stack) -> None:
-    event = {"events": [{"user_id": "u1", "item_id": "v1", "label": 1}]}
+    event = {"events": [{"event_id": "e1", "user_id": "u1", "item_id": "v1", "label": 1}]}
     stack.redis.kill()
     with httpx.Client(base_url=stack.url, timeout=10) as client:
         refused = client.post("/v1/events", json=event, headers=AUTH)

@@ -119,7 +119,7 @@ async def test_admin_routes_are_closed_without_a_configured_token(tiny_artifact:
     async with app.router.lifespan_context(app), _client(app) as client:
         r = await client.post("/admin/reload", headers=AUTH)
         assert r.status_code == 403 and "RECSYS_ADMIN_TOKEN" in r.json()["error"]["message"]
-        event = {"user_id": "u", "item_id": "i", "label": 1}
+        event = {"event_id": "e1", "user_id": "u", "item_id": "i", "label": 1}
         r = await client.post("/v1/events", headers=AUTH, json={"events": [event]})
         assert r.status_code == 403
 

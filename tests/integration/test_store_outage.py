@@ -53,7 +53,7 @@ async def test_redis_down_then_back_empty_then_refilled(tiny_artifact: Path, tin
             assert ready.status_code == 200 and ready.json()["status"] == "degraded"
             assert ready.json()["degraded"] == "store_unavailable" and str(port) not in ready.text
             assert str(port) in (await client.get("/readyz", headers=AUTH)).json()["details"]["error"]
-            event = {"events": [{"user_id": "u1", "item_id": "v1", "label": 1}]}
+            event = {"events": [{"event_id": "e1", "user_id": "u1", "item_id": "v1", "label": 1}]}
             refused = await client.post("/v1/events", json=event, headers=AUTH)
             assert refused.status_code == 503 and str(port) in refused.json()["error"]["message"]
             metrics = (await client.get("/metrics")).text

@@ -114,15 +114,17 @@ def test_wrong_method_and_path_are_4xx(client: TestClient) -> None:
 
 
 def test_events_need_the_admin_token(client: TestClient) -> None:
-    body = {"events": [{"user_id": "u1", "item_id": "v1", "label": 1}]}
+    body = {"events": [{"event_id": "e1", "user_id": "u1", "item_id": "v1", "label": 1}]}
     assert client.post("/v1/events", json=body).status_code == 401
     assert client.post("/v1/events", json=body, headers={"authorization": "Bearer nope"}).status_code == 401
 
 
 @pytest.mark.parametrize(("event", "field"), [
-    ({"user_id": "u1", "item_id": "v1", "label": 2}, "events.0.label"),
-    ({"user_id": "u1", "item_id": "v1", "label": True}, "events.0.label"),
-    ({"user_id": "u1", "item_id": "v1"}, "events.0.label"),
+    ({"event_id": "e", "user_id": "u1", "item_id": "v1", "label": 2}, "events.0.label"),
+    ({"event_id": "e", "user_id": "u1", "item_id": "v1", "label": True}, "events.0.label"),
+    ({"user_id": "u1", "item_id": "v1", "label": 1}, "events.0.event_id"),
+    ({"event_id": "two words", "user_id": "u1", "item_id": "v1", "label": 1}, "events.0.event_id"),
+    ({"event_id": "e" * 257, "user_id": "u1", "item_id": "v1", "label": 1}, "events.0.event_id"),
 ])
 def test_bad_events_are_422(client: TestClient, event: dict, field: str) -> None:
     r = client.post("/v1/events", json={"events": [event]}, headers=AUTH)
@@ -137,7 +139,8 @@ def test_events_update_the_statistics_the_next_request_sees(client: TestClient) 
         return f["user_history__count"][0], f["user_history__pos"][0]
 
     assert counters() == (0.0, 0.0)
-    r = client.post("/v1/events", headers=AUTH, json={"events": [{**row, "label": 1}, {**row, "label": 0}]})
+    r = client.post("/v1/events", headers=AUTH, json={"events": [{**row, "label": 1, "event_id": "fresh-1"},
+                                                         {**row, "label": 0, "event_id": "fresh-2"}]})
     assert r.status_code == 200 and r.json()["events"] == 2
     assert counters() == (2.0, 1.0)
 

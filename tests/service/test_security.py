@@ -35,7 +35,7 @@ def test_a_token_with_whitespace_refuses_to_start(tiny_artifact: Path, monkeypat
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer    ", "bearer", "Basic c2VydmljZS10ZXN0LXRva2Vu"])
 def test_an_empty_or_foreign_credential_never_opens_the_admin_routes(client: TestClient, header: str) -> None:
-    events = {"events": [{"user_id": "u1", "item_id": "v1", "label": 1}]}
+    events = {"events": [{"event_id": "e1", "user_id": "u1", "item_id": "v1", "label": 1}]}
     assert client.post("/v1/events", json=events, headers={"authorization": header}).status_code == 401
     assert client.post("/admin/reload", headers={"authorization": header}).status_code == 401
     r = client.post("/v1/score", json={"rows": EXPLAIN_ROWS, "explain": True}, headers={"authorization": header})

@@ -33,8 +33,10 @@ def _both(spec: FeatureSpec, raw: Path, out: Path) -> tuple[Path, Path]:
 
 
 def _synthetic_spec() -> FeatureSpec:
-    """The synthetic spec plus what it lacks: a hashed feature, windowed statistics, a vocabulary cap."""
+    """The synthetic spec plus what it lacks: a hashed feature, windowed statistics, a vocabulary cap.
+    Its 10-minute label delay stays: both engines count a positive only once its label is known."""
     data = yaml.safe_load((REPO / "pipelines" / "specs" / "synthetic.yaml").read_text())
+    assert data["label_delay"] == "10m"
     data["features"].update({
         "creator_hash": {"group": "content", "type": "hashed", "column": "creator_id", "buckets": 64},
         "category": {"group": "content", "type": "categorical", "max_vocab": 10},

@@ -46,3 +46,33 @@ def test_statistics_equal_the_embedded_engine_for_a_hot_key_and_windows(spark):
     for name in spec.statistics:
         for col in (f"{name}__count", f"{name}__pos"):
             assert got[col].to_numpy().tolist() == want[col].to_numpy().astype(np.int64).tolist(), col
+
+
+@pytest.mark.parametrize("top", [{"label_delay": "2h"}, {"label_timestamp": "seen"}], ids=["delay", "column"])
+def test_delayed_labels_equal_the_embedded_engine(spark, top: dict):
+    from recsys.features.raw import LABEL_TIME
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    user = np.where(rng.random(n) < 0.5, "hot", np.char.add("u", rng.integers(0, 50, n).astype(str)))
+    ts = np.sort(rng.integers(0, 10 * 86400, n)) // 60 * 60
+    delay = np.full(n, 7200) if "label_delay" in top else rng.integers(0, 3 * 86400, n) // 60 * 60
+    frame = pd.DataFrame({"user_id": user.astype(object), "ts": ts, "label": rng.integers(0, 2, n).astype(np.int8),
+                          LABEL_TIME: ts + delay})
+    windowed = {"day": {"type": "statistic", "key": ["user_id"], "window": "1d", "window_buckets": 24},
+                "hour": {"type": "statistic", "key": ["user_id"], "window": "1h", "window_buckets": 6}}
+    spec = parse_spec({"timestamp": "ts", **top, "features": {
+        "user_id": {"group": "user", "type": "categorical"}, "all": {"type": "statistic", "key": ["user_id"]},
+        **(windowed if "label_delay" in top else {})}})
+    got = add_statistics(spec, spark.createDataFrame(frame), {"user_id": "user_id"}, block=500).toPandas()
+    got = got.sort_values(["user_id", "ts"], kind="stable").drop_duplicates(["user_id", "ts"])
+    codes = pd.factorize(frame["user_id"])[0]
+    want = frame.copy()
+    for name, stat in spec.statistics.items():
+        c, p = point_in_time_counts(codes, ts, frame["label"].to_numpy(), stat.window_s, stat.bucket_s,
+                                    frame[LABEL_TIME].to_numpy())
+        want[f"{name}__count"], want[f"{name}__pos"] = c, p
+    want = want.sort_values(["user_id", "ts"], kind="stable").drop_duplicates(["user_id", "ts"])
+    for name in spec.statistics:
+        for col in (f"{name}__count", f"{name}__pos"):
+            assert got[col].to_numpy().tolist() == want[col].to_numpy().astype(np.int64).tolist(), col

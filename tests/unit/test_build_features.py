@@ -92,10 +92,9 @@ def test_an_item_first_seen_in_the_test_split_gets_the_oov_id(spec: FeatureSpec,
     assert len(np.unique(encoded.sparse[:, column] - local)) == 1
 
 
-def test_encoded_parquet_round_trips_to_what_the_pipeline_computes(spec: FeatureSpec, tiny_raw: Path,
-                                                                  tiny_features: Path):
+def test_encoded_parquet_round_trips_to_what_the_pipeline_computes(tiny_raw: Path, tiny_features: Path):
     """read_split gives back exactly the blocks that transform() makes from the raw rows."""
-    _, pipeline, _ = load_features(tiny_features)
+    spec, pipeline, _ = load_features(tiny_features)
     raw = load_raw(spec, tiny_raw)
     add_statistics(spec, raw)
     index = split_indices(spec, raw)["valid"]
@@ -167,7 +166,8 @@ def test_non_numeric_timestamps_are_a_data_error(spec: FeatureSpec, tiny_raw: Pa
     imp["timestamp"] = imp["timestamp"].astype(str)
     imp.loc[imp.index[0], "timestamp"] = "yesterday"
     raw = copy_raw(tiny_raw, tmp_path / "raw", impressions=imp)
-    with pytest.raises(DataError, match="timestamp column 'timestamp'"):
+    with pytest.raises(DataError, match="table 'impressions' column 'timestamp': 1 values are not times, "
+                                        "e.g. 'yesterday'"):
         quiet_build(spec, raw, tmp_path / "out")
 
 

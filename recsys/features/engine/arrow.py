@@ -20,7 +20,7 @@ import numpy as np
 from recsys.errors import DataError
 from recsys.features.checks import check_numeric_columns
 from recsys.features.pipeline import FeaturePipeline, count_column, pos_column
-from recsys.features.raw import RawData, column_values, load_raw
+from recsys.features.raw import LABEL_TIME, RawData, column_values, load_raw
 from recsys.features.splits import write_split
 from recsys.features.statistics import key_codes, point_in_time_counts
 from recsys.io import output_folder
@@ -33,11 +33,12 @@ def add_statistics(spec: FeatureSpec, raw: RawData) -> None:
     f = raw.frame
     ts = f[spec.timestamp].to_numpy()
     y = f[spec.label].to_numpy()
+    label_ts = f[LABEL_TIME].to_numpy() if spec.delayed_labels else None
     # Counters are whole numbers: int32 holds them exactly at half the memory of float64.
     dtype = np.int32 if len(f) < 2**31 else np.int64
     for name, stat in spec.statistics.items():
         codes = key_codes([column_values(f[c]) for c in spec.statistic_key_columns(name)])
-        count, pos = point_in_time_counts(codes, ts, y, stat.window_s, stat.bucket_s)
+        count, pos = point_in_time_counts(codes, ts, y, stat.window_s, stat.bucket_s, label_ts)
         f[count_column(name)], f[pos_column(name)] = count.astype(dtype), pos.astype(dtype)
 
 

@@ -41,7 +41,7 @@ from recsys.features.engine.spark_fit import canonical, fit_state
 from recsys.features.engine.spark_raw import ORDER, load_joined
 from recsys.features.engine.spark_statistics import add_statistics, block_seconds
 from recsys.features.pipeline import FeaturePipeline
-from recsys.features.raw import RawData
+from recsys.features.raw import LABEL_TIME, RawData
 from recsys.features.splits import BLOCKS, SPLITS, encode_chunk
 from recsys.io import output_folder
 from recsys.spec import FeatureSpec
@@ -177,7 +177,8 @@ def _statistics(spec: FeatureSpec, imp: DataFrame) -> DataFrame:
     cols = list(dict.fromkeys(c for name in spec.statistics for c in spec.statistic_key_columns(name)))
     keyed = {c: c if c in (spec.user_key, spec.item_key) else f"_s_{c}" for c in cols}
     imp = canonical(imp, [c for c in cols if keyed[c] != c], "_s_")
-    span = imp.agg(F.min(spec.timestamp).alias("lo"), F.max(spec.timestamp).alias("hi")).first()
+    last = LABEL_TIME if spec.delayed_labels else spec.timestamp  # label times end last
+    span = imp.agg(F.min(spec.timestamp).alias("lo"), F.max(last).alias("hi")).first()
     assert span is not None
     reach = max((s.window_s or 0) + (s.bucket_s or 0) for s in spec.statistics.values())
     imp = add_statistics(spec, imp, keyed, block_seconds(int(span["lo"]) - reach, int(span["hi"])))

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import pyarrow as pa
 
 from recsys.errors import DataError
 from recsys.features.engine.spark_fit import canonical
-from recsys.features.raw import check_columns
+from recsys.features.raw import LABEL_TIME, check_columns
+from recsys.features.times import bad_times_error
 from recsys.io import find_table, table_parts
 from recsys.spec import FeatureSpec
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Row, SparkSession
 
 __all__ = ["ORDER", "load_joined"]
 
@@ -32,27 +36,82 @@ def _read(spark: SparkSession, raw_dir: str | Path, stem: str) -> DataFrame:
     return spark.read.csv(str(path.resolve()), header=True, inferSchema=True)
 
 
-def _seconds(frame: DataFrame, name: str) -> Column:
-    """The embedded engine's timestamp parsing: datetimes → unix seconds (UTC), numbers and numeric
-    strings → int64 seconds (NULL where unparsable: `_validate` refuses those)."""
+def _times(frame: DataFrame, columns: list[str]) -> DataFrame:
+    """The embedded engine's time parsing (`recsys.features.times`): each of `columns` as double unix
+    seconds (NULL = missing) plus `_bad_<c>`, the text of a value that is not a time (else NULL).
+    Numbers are floored in Spark; every other type (strings, datetimes with or without a zone,
+    dates) goes through `parse_times` itself, per Arrow batch, so no session time zone matters."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    if isinstance(frame.schema[name].dataType, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-        return F.unix_timestamp(F.col(name).cast("timestamp"))
-    seconds = F.col(name).cast("double")
-    return F.when(~F.isnan(seconds), seconds).cast("long")
+    types = dict((f.name, f.dataType) for f in frame.schema.fields)
+    odd = [c for c in columns if not isinstance(types[c], T.NumericType)]
+    for c in columns:
+        if c not in odd:
+            x = F.col(c).cast("double")
+            frame = frame.withColumn(c, F.when(~F.isnan(x), F.floor(x)).cast("double")) \
+                .withColumn(f"_bad_{c}", F.lit(None).cast("string"))
+    if not odd:
+        return frame
+    schema = T.StructType([T.StructField(f.name, T.DoubleType(), True) if f.name in odd else f
+                           for f in frame.schema.fields] + [T.StructField(f"_bad_{c}", T.StringType(), True)
+                                                            for c in odd])
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from recsys.features.times import parse_times
+
+        for batch in batches:
+            columns, extra = list(batch.columns), []
+            for c in odd:
+                i = batch.schema.get_field_index(c)
+                values = batch.column(i).to_pandas()
+                seconds, bad = parse_times(values)
+                columns[i] = pa.array(seconds, pa.float64(), from_pandas=True)
+                text = np.full(len(bad), None, dtype=object)
+                text[bad] = [str(v) for v in values.to_numpy(dtype=object)[bad]]  # the error path only
+                extra.append(pa.array(text, pa.string()))
+            names = [*batch.schema.names, *(f"_bad_{c}" for c in odd)]
+            yield pa.RecordBatch.from_arrays([*columns, *extra], names=names)
+
+    return frame.mapInArrow(parse, schema)
+
+
+def _check_times(frame: DataFrame, stem: str, columns: list[str], counts: Row | None = None) -> None:
+    """Refuse values that are not times with the embedded engine's message (`bad_times_error`: the
+    smallest bad value as the example). `counts`: an aggregate row that already holds `_nbad_<c>`
+    and `_xbad_<c>` (the impressions' one validation pass); else this table is aggregated here."""
+    if not columns:
+        return
+    row = counts if counts is not None else frame.agg(*_bad_aggregates(columns)).first()
+    assert row is not None
+    for c in columns:
+        if row[f"_nbad_{c}"]:
+            raise bad_times_error(stem, c, int(row[f"_nbad_{c}"]), row[f"_xbad_{c}"])
+
+
+def _bad_aggregates(columns: list[str]) -> list[Column]:
+    from pyspark.sql import functions as F
+
+    return [agg for c in columns for agg in (F.count(f"_bad_{c}").alias(f"_nbad_{c}"),
+                                             F.min(f"_bad_{c}").alias(f"_xbad_{c}"))]
 
 
 def _validate(frame: DataFrame, spec: FeatureSpec) -> None:
-    """One pass over the impressions: rows, labels that are not 0/1, unparsable timestamps; each
-    refused with the embedded engine's message."""
+    """One pass over the impressions: rows, labels that are not 0/1, values that are not times,
+    missing timestamps, label times; each refused with the embedded engine's message."""
     from pyspark.sql import functions as F
 
     label = F.col(spec.label).cast("double")
     bad_label = label.isNull() | ~label.isin(0.0, 1.0)
-    row = frame.agg(F.count(F.lit(1)).alias("n"), F.sum(bad_label.cast("long")).alias("labels"),
-                    F.sum(_seconds(frame, spec.timestamp).isNull().cast("long")).alias("ts")).first()
+    times = spec.time_columns("impressions")
+    aggs = [F.count(F.lit(1)).alias("n"), F.sum(bad_label.cast("long")).alias("labels"),
+            F.sum(F.col(spec.timestamp).isNull().cast("long")).alias("ts"), *_bad_aggregates(times)]
+    if spec.label_timestamp:
+        lt, ts = F.col(spec.label_timestamp), F.col(spec.timestamp)
+        aggs += [F.sum((lt.isNull() & (label == 1)).cast("long")).alias("unlabeled"),
+                 F.sum((lt < ts).cast("long")).alias("early"),
+                 F.min(F.when(lt < ts, F.struct(ts.alias("ts"), lt.alias("lt")))).alias("first")]
+    row = frame.agg(*aggs).first()
     assert row is not None
     if not row["n"]:
         raise DataError(f"impressions table '{spec.tables['impressions']}' has no rows")
@@ -61,9 +120,18 @@ def _validate(frame: DataFrame, spec: FeatureSpec) -> None:
                  .distinct().limit(5).collect()]
         raise DataError(f"label column '{spec.label}' must be 0/1; found {sorted(map(str, found))} "
                         f"(fix: binarize it, e.g. rating >= 4)")
+    _check_times(frame, spec.tables["impressions"], times, row)
     if row["ts"]:
-        raise DataError(f"timestamp column '{spec.timestamp}' has {row['ts']} missing or non-numeric values "
-                        f"(fix: use unix seconds or a datetime column)")
+        raise DataError(f"timestamp column '{spec.timestamp}' has {row['ts']} missing values "
+                        f"(fix: unix seconds, ISO-8601 or a datetime on every row)")
+    if spec.label_timestamp and row["unlabeled"]:
+        raise DataError(f"label_timestamp column '{spec.label_timestamp}': {row['unlabeled']} positive "
+                        f"impressions have no label time (fix: the time each positive label became known)")
+    if spec.label_timestamp and row["early"]:
+        raise DataError(f"label_timestamp column '{spec.label_timestamp}': {row['early']} labels are known before "
+                        f"their impression, e.g. label time {int(row['first']['lt'])} < timestamp "
+                        f"{int(row['first']['ts'])} (fix: a label time at or after the impression's "
+                        f"'{spec.timestamp}')")
 
 
 def _latest(frame: DataFrame, key: str) -> DataFrame:
@@ -116,7 +184,8 @@ def load_joined(spark: SparkSession, spec: FeatureSpec, raw_dir: str | Path) -> 
     from pyspark.sql import functions as F
 
     ctx = spec.source_columns("impressions")
-    need = list(dict.fromkeys([spec.user_key, spec.item_key, spec.timestamp, spec.label, *ctx, *spec.passthrough]))
+    need = list(dict.fromkeys([spec.user_key, spec.item_key, spec.timestamp, spec.label, *ctx, *spec.passthrough,
+                               *([spec.label_timestamp] if spec.label_timestamp else [])]))
     ucols, icols = spec.source_columns("users"), spec.source_columns("items")
     frames = {}
     for table, cols in (("impressions", need), ("users", [spec.user_key, *ucols]), ("items", [spec.item_key, *icols])):
@@ -124,10 +193,22 @@ def load_joined(spark: SparkSession, spec: FeatureSpec, raw_dir: str | Path) -> 
         check_columns(spec, spec.tables[table], frame.columns, cols)  # type: ignore[index]
         frames[table] = _with_input_order(frame).select(*cols, *ORDER)
     imp, users, items = frames["impressions"], frames["users"], frames["items"]
-    _validate(imp, spec)
     fingerprint = _fingerprint([t.drop(*ORDER) for t in (imp, users, items)])
-    imp = imp.withColumn(spec.timestamp, _seconds(imp, spec.timestamp)) \
-        .withColumn(spec.label, F.col(spec.label).cast("double").cast("byte"))
+    imp = _times(imp, spec.time_columns("impressions"))
+    _validate(imp, spec)
+    for name in ("users", "items"):
+        cols = spec.time_columns(name)
+        parsed = _times(frames[name], cols)
+        _check_times(parsed, spec.tables[name], cols)
+        frames[name] = parsed.drop(*(f"_bad_{c}" for c in cols))
+    users, items = frames["users"], frames["items"]
+    ts = F.col(spec.timestamp).cast("long")
+    label_time = ts + F.lit(spec.label_delay_s) if spec.label_timestamp is None else \
+        F.coalesce(F.col(spec.label_timestamp).cast("long"), ts)
+    imp = imp.drop(*(f"_bad_{c}" for c in spec.time_columns("impressions"))) \
+        .withColumn(spec.timestamp, ts).withColumn(spec.label, F.col(spec.label).cast("double").cast("byte"))
+    if spec.delayed_labels:
+        imp = imp.withColumn(LABEL_TIME, label_time)
     imp = _canonical_key(_canonical_key(imp, spec.user_key), spec.item_key)
     users, items = _canonical_key(users, spec.user_key), _canonical_key(items, spec.item_key)
     # Impression columns win over joined ones of the same name, users' over items' (as in load_raw).

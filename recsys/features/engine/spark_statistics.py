@@ -7,7 +7,8 @@ x. Unwindowed, the counters are P(key, T); windowed, P(key, T) - P(key, window_s
 x at which P is wanted are put into the event stream as zero-weight rows, so one prefix sum answers
 every lookup (an as-of join done by a sort, never by a Python loop). A delayed label only adds a
 second stream: positives become events at their label time, so `positives` is a prefix of that
-stream at T (and at the shifted window start) instead of a column of the first one.
+stream at T (and at the window start shifted by the label delay) instead of a column of the first
+one.
 
 No group of unbounded size ever lands in one task: a hot item with millions of impressions is first
 aggregated to (key, t) rows, then summed in two levels of blocks of ~sqrt(time span) seconds —
@@ -22,6 +23,7 @@ import math
 from typing import TYPE_CHECKING
 
 from recsys.features.pipeline import count_column, pos_column
+from recsys.features.raw import LABEL_TIME
 from recsys.spec import FeatureSpec
 
 if TYPE_CHECKING:
@@ -68,38 +70,47 @@ def add_statistics(spec: FeatureSpec, frame: DataFrame, key_columns: dict[str, s
     from pyspark.sql import functions as F
 
     ts, label = spec.timestamp, spec.label
+    delay = spec.label_delay_s  # with a label column there are no windows (the spec refuses them)
     groups: dict[tuple[str, ...], list[str]] = {}
     for name in spec.statistics:
         groups.setdefault(tuple(key_columns[c] for c in spec.statistic_key_columns(name)), []).append(name)
     base, counters = frame, []
+    zero, one = F.lit(0).cast("long"), F.lit(1).cast("long")
     for keys, names in groups.items():
         k = list(keys)
-        events = base.select(*k, ts, label)  # from the base frame: plans stay linear in the statistics
+        # from the base frame: plans stay linear in the statistics
+        events = base.select(*k, ts, label, *([LABEL_TIME] if spec.delayed_labels else []))
         windows = sorted({(s.window_s, s.bucket_s) for s in map(spec.statistics.get, names)
                           if s is not None and s.window_s is not None and s.bucket_s is not None})
-        points = events.select(*k, F.col(ts).alias("_t"), F.lit(1).cast("long").alias("_n"),
-                               F.col(label).cast("long").alias("_p"))
-        for w, b in windows:  # the window starts, as zero-weight points
-            zero = F.lit(0).cast("long")
-            points = points.unionByName(events.select(*k, _window_start(ts, w, b).alias("_t"), zero.alias("_n"),
-                                                      zero.alias("_p")))
+        if spec.delayed_labels:  # impressions at their time, positives at their label time
+            points = events.select(*k, F.col(ts).alias("_t"), one.alias("_n"), zero.alias("_p")).unionByName(
+                events.filter(F.col(label) == 1).select(*k, F.col(LABEL_TIME).alias("_t"), zero.alias("_n"),
+                                                         one.alias("_p")))
+        else:
+            points = events.select(*k, F.col(ts).alias("_t"), one.alias("_n"), F.col(label).cast("long").alias("_p"))
+        # Lookups of a (key, T): at T itself (-1), at each window start for the impressions (i), and
+        # for the positives at the window start shifted by the label delay (len(windows) + i).
+        starts = [_window_start(ts, w, b) for w, b in windows]
+        starts += [start + F.lit(delay) for start in starts] if delay else []
+        for start in starts:  # zero-weight points, so that the prefix sum has a value there
+            points = points.unionByName(events.select(*k, start.alias("_t"), zero.alias("_n"), zero.alias("_p")))
         prefix = prefix_before(points, k, "_t", ["_n", "_p"], block)
-        # Every lookup of a (key, T) — at T itself (-1) and at each window start (i) — in one join.
         at_points = [F.struct(F.lit(-1).alias("w"), F.col(ts).alias("_t")),
-                     *[F.struct(F.lit(i).alias("w"), _window_start(ts, w, b).alias("_t"))
-                       for i, (w, b) in enumerate(windows)]]
+                     *[F.struct(F.lit(i).alias("w"), start.alias("_t")) for i, start in enumerate(starts)]]
         lookups = events.select(*k, ts).distinct().select(*k, ts, F.explode(F.array(*at_points)).alias("_l")) \
             .select(*k, ts, "_l.w", "_l._t")
         at = lookups.join(prefix, [*k, "_t"]).groupBy(*k, ts).agg(*[
             F.sum(F.when(F.col("w") == i, F.col(c))).alias(f"{c}{i if i >= 0 else 'T'}")
-            for i in range(-1, len(windows)) for c in ("_n", "_p")])
+            for i in range(-1, len(starts)) for c in ("_n", "_p")])
         out = []
         for name in names:
             stat = spec.statistics[name]
             count, pos = F.col("_nT"), F.col("_pT")
             if stat.window_s is not None:
                 i = windows.index((stat.window_s, stat.bucket_s))  # type: ignore[arg-type]
-                count, pos = count - F.col(f"_n{i}"), pos - F.col(f"_p{i}")
+                count = count - F.col(f"_n{i}")
+                # a delay longer than the window leaves a negative difference: nothing is known yet
+                pos = F.greatest(pos - F.col(f"_p{len(windows) + i}"), zero) if delay else pos - F.col(f"_p{i}")
             out += [count.alias(count_column(name)), pos.alias(pos_column(name))]
         counters.append((k, at.select(*k, ts, *out)))
     for k, at in counters:
