@@ -56,6 +56,35 @@ def test_materialize_writes_raw_values_and_counters_and_is_idempotent(
     assert _top(redis_url, keys.popular, 10) == items_by_positives(tiny_raw)[:10]
 
 
+def test_a_materialize_rerun_keeps_the_counts_events_added_unless_told_to_replace_them(
+        redis_cluster_url: str, tiny_raw: Path, tiny_artifact: Path) -> None:
+    """Against a live store (here a cluster): a re-run merges, attributes from the tables and the
+    counters events added since; `--counters replace` resets the counters to the log's totals."""
+    keys = KeySpace("merge", load_artifact(tiny_artifact).feature_version)
+    item = str(pd.read_parquet(tiny_raw / "items.parquet")["item_id"].iloc[0])
+    args = ["materialize", "--model", str(tiny_artifact), "--raw", str(tiny_raw), "--redis-url", redis_cluster_url,
+            "--prefix", "merge", "--quiet"]
+    assert _cli(*args).returncode == 0
+    (logged,) = _snapshot(redis_cluster_url, keys, [], [item])
+    assert logged is not None
+
+    async def event() -> None:  # what POST /v1/events does for one impression of the item
+        store = RedisStore(redis_cluster_url)
+        await store.increment([keys.item(item)], [{"item_history:c": 1}])
+        await store.close()
+
+    asyncio.run(event())
+    rerun = _cli(*args)
+    assert rerun.returncode == 0 and "merged" in rerun.stdout
+    (merged,) = _snapshot(redis_cluster_url, keys, [], [item])
+    assert merged is not None and merged["a"] == logged["a"]
+    assert merged["c"]["item_history:c"] == logged["c"]["item_history:c"] + 1
+    assert _cli(*args, "--counters", "replace").returncode == 0
+    assert _snapshot(redis_cluster_url, keys, [], [item]) == [logged]
+    bad = _cli(*args, "--counters", "sum")
+    assert bad.returncode == 2 and "--counters must be keep or replace" in bad.stderr
+
+
 def _top(redis_url: str, key: str, n: int) -> list[str]:
     async def read() -> list[str]:
         store = RedisStore(redis_url)
