@@ -14,7 +14,7 @@ The bar: ranking p99 with events within 2x of p99 alone, with no failed and (ide
 answers. With --ab two services run side by side on the same Redis, their phases alternating:
 "unbounded" (RECSYS_EVENTS_MAX_INFLIGHT=1000000, RECSYS_EVENTS_LOOP_SHARE=1: every post admitted,
 no pause, one batch applied at a time: the behaviour before admission control) and "admission"
-(the service's defaults).
+(the service's defaults); --configs adds others (share-0.1 ...: RECSYS_EVENTS_LOOP_SHARE).
 
     python benchmarks/fault_bench.py --out /work/bench-data/service        # builds the bench data there
     python benchmarks/fault_bench.py --model DIR --raw DIR --seconds 20 --rounds 3
@@ -134,7 +134,8 @@ async def run_phase(url: str, work: Workload, phase: Phase, seconds: float, rate
 
 
 CONFIGS = {"unbounded": {"RECSYS_EVENTS_MAX_INFLIGHT": "1000000", "RECSYS_EVENTS_LOOP_SHARE": "1"},
-           "admission": {}}
+           "admission": {},
+           **{f"share-{x}": {"RECSYS_EVENTS_LOOP_SHARE": x} for x in ("0.1", "0.2", "0.3")}}
 
 
 def start_service(model: Path, redis_url: str, log: Path, budget_ms: float | None,
@@ -192,7 +193,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Workload(raw, artifact.pipeline.spec)
     redis_proc, redis_url, workdir = start_redis()
     logs = Path(tempfile.mkdtemp(prefix="fault-bench-"))
-    configs = ("unbounded", "admission") if args.ab else ("admission",)
+    configs = ("unbounded", "admission") if args.ab else tuple(args.configs.split(","))
     services: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     phases: dict[str, list[Phase]] = {c: [] for c in configs}
     try:
@@ -242,10 +243,13 @@ def main() -> None:
     p.add_argument("--event-clients", type=int, default=20)
     p.add_argument("--events-per-post", type=int, default=50)
     p.add_argument("--budget-ms", type=float, help="RECSYS_STORE_BUDGET_MS for the service (default: its own)")
-    p.add_argument("--ab", action="store_true", help="run without admission control first, then with it")
+    p.add_argument("--ab", action="store_true", help="= --configs unbounded,admission")
+    p.add_argument("--configs", default="admission", help=f"comma-separated, of {', '.join(CONFIGS)}")
     args = p.parse_args()
     if bool(args.model) != bool(args.raw):
         p.error("--model and --raw go together")
+    if unknown := set(args.configs.split(",")) - set(CONFIGS):
+        p.error(f"--configs: unknown {sorted(unknown)}; known: {', '.join(CONFIGS)}")
     res = asyncio.run(main_async(args))
     cols = ["phase", "rank_p50_ms", "rank_p99_ms", "requests", "not_200", "degraded", "events_per_s", "event_p50_ms",
             "event_errors", "refused_429"]

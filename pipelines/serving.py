@@ -34,7 +34,8 @@ def try_it(host: str, port: int, user_id: str) -> str:
 
 def _hint(host: str, port: int, user_id: str) -> str:
     closed = "" if os.environ.get("RECSYS_ADMIN_TOKEN") else (
-        "\nPOST /v1/events, /admin/reload and `explain` answer 403 until RECSYS_ADMIN_TOKEN is set (16+ characters)")
+        "\nPOST /v1/events, /v1/labels, /admin/reload and `explain` answer 403 until RECSYS_ADMIN_TOKEN is set "
+        "(16+ characters)")
     return f"\ntry it:\n  {try_it(host, port, user_id)}\nAPI docs: {_base_url(host, port)}/docs{closed}\n"
 
 

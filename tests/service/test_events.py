@@ -171,3 +171,19 @@ def test_overload_is_answered_429_before_the_body_is_read(tiny_artifact: Path, t
             assert 'recsys_events_total{kind="impression",outcome="applied"} 6.0' in metrics
 
     asyncio.run(scenario())
+
+
+def test_a_failed_write_releases_the_claims_so_the_retry_is_applied(client: TestClient, item: str) -> None:
+    """Events are never dropped silently: when the counters cannot be written (here: a counter field
+    that something else overwrote with text), the answer is 503 and the event ids are not kept as
+    applied, so the client's retry is applied instead of being reported as a duplicate."""
+    state = client.app.state.service  # type: ignore[attr-defined]
+    key = state.ranker.keys.user("broken-user")
+    state.store._data[key] = {"user_history:c": "not a number"}
+    body = {"events": [{**_row(item, "broken-user"), "event_id": "fail-1", "label": 1}]}
+    failed = client.post("/v1/events", json=body, headers=AUTH)
+    assert failed.status_code == 503 and "non-integer" in failed.json()["error"]["message"]
+    assert not [k for k in state.store._data if k.endswith(":e:fail-1")]
+    state.store._data[key] = {}
+    retried = _post(client, "/v1/events", body)
+    assert (retried["applied"], retried["duplicates"]) == (1, 0)
