@@ -93,11 +93,13 @@ def _time_value(value: Any) -> Any:
     return int(seconds[0])
 
 
+# ISO times from 1971 to 2998 (any offset keeps them between 1970 and the year 3000)
+_YEARS = r"^(197[1-9]|19[89][0-9]|2[0-8][0-9][0-9]|29[0-8][0-9])-"
 Int = Annotated[int, BeforeValidator(_integral)]
 # constraints before the validator, or pydantic publishes them as "ge"/"le" instead of minimum/maximum
 Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_time_value), WithJsonSchema({"anyOf": [
     {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP},
-    {"type": "string", "format": "date-time", "maxLength": 64}]})]
+    {"type": "string", "format": "date-time", "maxLength": 64, "pattern": _YEARS}]})]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextText = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
 ContextValue = ContextText | StrictInt | StrictFloat | StrictBool | None
