@@ -29,9 +29,6 @@ from recsys.errors import DataError
 
 __all__ = ["parse_times", "to_seconds", "bad_times_error"]
 
-_EPOCH = pd.Timestamp(0, tz="UTC")
-_SECOND = pd.Timedelta(1, "s")
-
 
 def parse_times(values: Any) -> tuple[np.ndarray, np.ndarray]:
     """(unix seconds as float64 whole numbers, NaN where missing; mask of values that are present
@@ -59,9 +56,12 @@ def parse_times(values: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _datetimes(series: pd.Series) -> np.ndarray:
-    """datetime64 (naive = UTC, aware = converted) → floored unix seconds, NaT → NaN."""
+    """datetime64 (naive = UTC, aware = converted) → floored unix seconds, NaT → NaN. Integer
+    arithmetic in the data's own unit: years outside 1677-2262 (beyond nanoseconds) parse too."""
     utc = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
-    seconds: np.ndarray = ((utc - _EPOCH) // _SECOND).to_numpy(dtype=np.float64, na_value=np.nan)
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[utc.dt.unit]
+    seconds: np.ndarray = (utc.array.asi8 // per_second).astype(np.float64)
+    seconds[utc.isna().to_numpy()] = np.nan
     return seconds
 
 

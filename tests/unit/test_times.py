@@ -46,6 +46,11 @@ def test_missing_values_stay_missing_and_fractions_floor_also_before_1970():
     assert np.isnan(seconds[:5]).all() and seconds[5:].tolist() == [-1, -1] and not bad.any()
 
 
+def test_years_beyond_the_nanosecond_range_parse():
+    seconds, bad = parse_times(np.array(["0350-05-21T14:30:23Z", "7613-01-05T00:00:00Z"], dtype=object))
+    assert seconds.tolist() == [-51110126977, 178076275200] and not bad.any()  # as datetime.datetime counts
+
+
 def test_a_value_that_is_not_a_time_is_an_error_naming_table_column_and_value():
     with pytest.raises(DataError, match=r"table 'items' column 'upload_time': 2 values are not times, e\.g\. "
                                         r"'01/02/2026'"):
