@@ -11,6 +11,7 @@ import heapq
 import time
 from typing import Mapping, Sequence
 
+from recsys.errors import StoreError
 from recsys.store.base import Record, finite_scores, live_counters
 
 __all__ = ["MemoryStore"]
@@ -68,7 +69,10 @@ class MemoryStore:
             old = self._get(key) or Record(a={}, c={})
             counts = dict(old["c"])
             for f, n in add.items():
-                counts[f] = counts.get(f, 0) + int(n)
+                have = counts.get(f, 0)
+                if not isinstance(have, int):  # as Redis's INCRBY: nothing of this record changes
+                    raise StoreError(f"counter {f!r} of {key!r} holds a non-integer value")
+                counts[f] = have + int(n)
             # a new record, never an update in place: a reader keeps the record it was given
             self._data[key] = Record(a=old["a"], c=live_counters(counts, expired_before or {}))
             self._touch(key, ttl_s)

@@ -179,11 +179,11 @@ def test_a_failed_write_releases_the_claims_so_the_retry_is_applied(client: Test
     applied, so the client's retry is applied instead of being reported as a duplicate."""
     state = client.app.state.service  # type: ignore[attr-defined]
     key = state.ranker.keys.user("broken-user")
-    state.store._data[key] = {"user_history:c": "not a number"}
+    state.store._data[key] = {"a": {}, "c": {"user_history:c": "not a number"}}
     body = {"events": [{**_row(item, "broken-user"), "event_id": "fail-1", "label": 1}]}
     failed = client.post("/v1/events", json=body, headers=AUTH)
     assert failed.status_code == 503 and "non-integer" in failed.json()["error"]["message"]
     assert not [k for k in state.store._data if k.endswith(":e:fail-1")]
-    state.store._data[key] = {}
+    state.store._data[key] = {"a": {}, "c": {}}
     retried = _post(client, "/v1/events", body)
     assert (retried["applied"], retried["duplicates"]) == (1, 0)
