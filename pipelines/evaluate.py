@@ -42,7 +42,8 @@ def _popularity(train_meta: pd.DataFrame, meta: pd.DataFrame, item_key: str, lab
 
 
 def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str | Path,
-                 log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, progress: bool = True,
+                 raw_dir: str | Path | None = None) -> dict[str, Any]:
     artifact = load_artifact(model_dir)
     spec, pipeline, manifest = load_features(features_dir)
     if manifest["feature_version"] != artifact.feature_version:
@@ -88,6 +89,10 @@ def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str |
         if split == "test":
             curves = {"label": y, "scores": scored}
             metrics["test.calibration"] = calibration_table(y, prob)
+    if raw_dir is not None:
+        from pipelines.retrieval import retrieval_metrics
+
+        metrics.update(retrieval_metrics(model_dir, features_dir, raw_dir, log=log, progress=progress))
     metrics["model_version"] = artifact.version
     metrics["history"] = artifact.metadata.get("history", [])
     out = Path(out_dir)

@@ -45,8 +45,8 @@ from recsys.features.pipeline import FeaturePipeline
 from recsys.model import WideDeep, WideDeepConfig
 from recsys.spec import parse_spec
 
-__all__ = ["ARTIFACT_FORMAT", "Artifact", "save_artifact", "load_artifact", "write_json_atomic", "file_hashes",
-           "content_version"]
+__all__ = ["ARTIFACT_FORMAT", "Artifact", "save_artifact", "update_artifact", "load_artifact", "write_json_atomic",
+           "file_hashes", "content_version"]
 
 ARTIFACT_FORMAT = 2
 REQUIRED_FILES = ("model.safetensors", "spec.yaml", "transforms.json")
@@ -191,6 +191,30 @@ def save_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+# metadata fields save_artifact derives itself: never carried over from an older save
+_DERIVED = ("model_version", "format_version", "feature_version", "created_at", "model_config", "files", "libraries")
+
+
+def update_artifact(path: str | Path, metadata: dict[str, Any], write: Callable[[Path], None],
+                    drop: tuple[str, ...] = ()) -> Path:
+    """Save a valid artifact again with `metadata` fields added or replaced and more files written
+    by `write(folder)` (e.g. the retrieval part): its weights, spec and transforms as they are, every
+    other file copied over except those under a `drop` prefix (files `write` makes stale), then
+    hashed and renamed like a first save."""
+    art = load_artifact(path)
+    kept = {k: v for k, v in art.metadata.items() if k not in _DERIVED}
+
+    def extra(tmp: Path) -> None:
+        for rel in art.metadata["files"]:
+            if rel in REQUIRED_FILES or rel.startswith(drop):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(art.path / rel, tmp / rel)
+        write(tmp)
+
+    return save_artifact(art.path, art.pipeline, art.model, {**kept, **metadata}, extra)
 
 
 def _verify_files(path: Path, metadata: Mapping[str, Any]) -> None:
