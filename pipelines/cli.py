@@ -39,15 +39,19 @@ def _err(msg: str) -> None:
 def generate(
     out: Annotated[Path, typer.Option(help="folder for impressions/users/items parquet")] = Path("data/synthetic"),
     users: int = 5_000, items: int = 3_000, impressions: int = 400_000, days: int = 28, seed: int = 0,
+    items_only: Annotated[bool, typer.Option(help="write only the items table (e.g. a 10 M-item catalog to index)")]
+    = False,
 ) -> None:
     """Synthetic short-video feed data with a planted click model (true_prob kept per impression)."""
     from pipelines.generate import SyntheticConfig, write
 
     t0 = time.perf_counter()
-    cfg = SyntheticConfig(users=users, items=items, impressions=impressions, days=days, seed=seed)
+    cfg = SyntheticConfig(users=users, items=items, impressions=impressions, days=days, seed=seed,
+                          items_only=items_only)
     for name, path in write(cfg, out).items():
         typer.echo(f"{name:<12} → {path}")
-    typer.echo(f"generated {impressions:,} impressions in {time.perf_counter() - t0:.1f}s")
+    what = f"{items:,} items" if items_only else f"{impressions:,} impressions"
+    typer.echo(f"generated {what} in {time.perf_counter() - t0:.1f}s")
 
 
 @app.command("import-movielens")

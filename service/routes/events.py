@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter
 
+from recsys.online.retriever import record_seen
 from service.deps import AdminDep, StateDep
 from service.routes import errors, with_body
 from service.schemas import EventsRequest, EventsResponse, Requests
@@ -26,6 +27,8 @@ def build(requests: Requests) -> APIRouter:
         labels = np.fromiter((e.label for e in body.events), np.int64, len(body.events))
         async with state.events_gate:
             updated = await ranker.record_events(state.store, rows, labels, state.settings.ttl_s)
+            await record_seen(state.store, ranker.keys, rows.user_ids[rows.row_user], rows.item_ids, labels,
+                              state.settings.ttl_s)
         state.metrics.events.inc(len(body.events))
         return EventsResponse(events=len(body.events), counters_updated=updated, model_version=ranker.version)
 
