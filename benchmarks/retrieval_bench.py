@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: object) -> None:
-    subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], check=True, cwd=REPO,
+    subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], check=True, cwd=REPO, stdout=sys.stderr,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

@@ -8,6 +8,10 @@
   rank/embedded  the same with the embedded store
   http/redis     POST /v1/recommendations against a live uvicorn (1 worker) on Redis, one request at a
                  time ("light load"), client on the same machine
+  http/redis/retrieve500
+                 the same without candidates, for an artifact with a retrieval part (`recsys
+                 train-retrieval` + `recsys index`): user tower → ANN top-500 ∪ popular → seen filter
+                 → rank them all → top-10
 
 p50/p99 over --requests requests per cell, users drawn from the users table (plus 10% cold ones),
 candidates sampled from the items table. Prints a table and one JSON line (last line of stdout).
@@ -44,6 +48,7 @@ sys.path.insert(0, str(REPO))
 import recsys.model  # noqa: E402
 from recsys.artifact import load_artifact  # noqa: E402
 from recsys.online import Ranker, Rows, assemble, plan_read  # noqa: E402
+from recsys.online.retriever import materialize_seen  # noqa: E402
 from recsys.store.materialize import materialize  # noqa: E402
 from recsys.store.memory import MemoryStore  # noqa: E402
 from recsys.store.redis import RedisStore  # noqa: E402
@@ -151,7 +156,8 @@ async def in_process(ranker: Ranker, redis: RedisStore, memory: MemoryStore, wor
     return results
 
 
-def http_bench(model: Path, redis_url: str, prefix: str, work: Workload, n_req: int, size: int) -> dict[str, Any]:
+def http_bench(model: Path, redis_url: str, prefix: str, work: Workload, n_req: int,
+               size: int | None) -> dict[str, Any]:
     """One uvicorn worker (1 torch thread) on Redis; one keep-alive connection from the stdlib client
     (the lightest client, so the 2 shared cores go to the server), one request at a time."""
     import http.client
@@ -179,8 +185,8 @@ def http_bench(model: Path, redis_url: str, prefix: str, work: Workload, n_req: 
         headers = {"content-type": "application/json"}
         lat, server = [], []
         for i in range(n_req + 100):
-            u, c, x = work.request(size)
-            body = json.dumps({"user_id": u, "candidates": c, "context": x, "k": 10})
+            u, c, x = work.request(size or 1)
+            body = json.dumps({"user_id": u, "context": x, "k": 10, **({"candidates": c} if size else {})})
             t0 = time.perf_counter()
             conn.request("POST", "/v1/recommendations", body, headers)
             resp = conn.getresponse()
@@ -242,10 +248,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         memory = MemoryStore()
         for store in (redis, memory):
             await materialize(artifact.pipeline.spec, raw, store, ranker.keys, log=lambda _: None)
+        if "retrieval" in artifact.metadata:
+            await materialize_seen(artifact.pipeline.spec, raw, redis, ranker.keys)
         freeze_long_lived()  # as the service does after start-up: the collector skips what is loaded
         results: dict[str, Any] = await in_process(ranker, redis, memory, work, args.requests)
         await redis.close()
         results["http/redis/200"] = http_bench(model, redis_url, "bench", work, args.requests, 200)
+        if "retrieval" in artifact.metadata:
+            results["http/redis/retrieve500"] = http_bench(model, redis_url, "bench", work, args.requests, None)
     finally:
         if redis_proc is not None:
             redis_proc.terminate()
