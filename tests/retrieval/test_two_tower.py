@@ -18,6 +18,7 @@ from recsys.retrieval.evaluation import make_queries, popular_top, recall_at, un
 from recsys.retrieval.index import ann_recall, build_index, exact_top_k, read_index, write_index
 from recsys.spec import parse_spec
 from tests.conftest import reseal_artifact
+from tests.e2e.helpers import run_cli
 from tests.retrieval.conftest import CATEGORIES, ITEMS_PER, taste_spec
 
 
@@ -94,3 +95,14 @@ def test_the_spec_refuses_a_feature_in_the_wrong_tower() -> None:
     spec["retrieval"]["user_features"] = ["nope"]
     with pytest.raises(SpecError, match="unknown feature 'nope'"):
         parse_spec(spec)
+
+
+def test_index_and_train_retrieval_refuse_bad_input_in_one_line(tiny_artifact: Path, tiny_raw: Path) -> None:
+    errors = {}
+    for args in (("index", "--model", tiny_artifact, "--raw", tiny_raw),  # no towers yet
+                 ("train-retrieval", "--features", tiny_raw, "--model", tiny_artifact)):  # not a features folder
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        errors[args[0]] = result.stderr
+    assert "recsys train-retrieval" in errors["index"] and "build-features" in errors["train-retrieval"]
