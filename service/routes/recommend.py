@@ -45,6 +45,8 @@ def build(requests: Requests) -> APIRouter:
             ranked = await retriever.recommend(state.store, body.user_id, body.candidates, ts, context, body.k,
                                                body.exclude_seen, state.budget_s)
             sources: list[str] = list(ranked.sources)
+            if body.candidates is None:
+                state.metrics.retrieve.observe(ranked.retrieve_s)
         else:
             ranked = await ranker.rank(state.store, body.user_id, body.candidates, ts, context, body.k, state.budget_s)
             sources = ["given" if body.candidates is not None else "popular"] * len(ranked.item_ids)
