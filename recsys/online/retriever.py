@@ -61,10 +61,11 @@ class OnlineRetriever:
         self.ranker, self.retriever = ranker, retriever
         self.retrieve_n, self.seen_limit = retrieve_n, seen_limit
 
-    async def _seen(self, store: OnlineStore, user_id: str) -> list[str]:
+    async def _seen(self, store: OnlineStore, user_id: str, budget_s: float | None) -> list[str]:
         try:
-            return await store.top(seen_key(self.ranker.keys, user_id), self.seen_limit)
-        except StoreError:
+            async with asyncio.timeout(budget_s):
+                return await store.top(seen_key(self.ranker.keys, user_id), self.seen_limit)
+        except (StoreError, TimeoutError):
             return []  # the user-features read reports the store's trouble; filtering nothing is the cold answer
 
     async def candidates(self, store: OnlineStore, user_id: str, timestamp: int, context: Mapping[str, Any],
@@ -73,7 +74,7 @@ class OnlineRetriever:
         probe = Rows.for_user(user_id, np.array([""], dtype=object), timestamp, context)
         reads: list[Any] = [self.ranker.score(store, probe, budget_s)]
         if exclude_seen:
-            reads.append(self._seen(store, user_id))
+            reads.append(self._seen(store, user_id, budget_s))
         got = await asyncio.gather(*reads)
         user_row = got[0]
         encoded = self.ranker.predictor.pipeline.transform(user_row.columns)
