@@ -11,6 +11,10 @@
   .../baseline   (--baseline DIR) the same against DIR's code (another commit), each request sent to both
                  servers in turn: an interleaved A/B in one run
   http/cluster   (--cluster) the same on a 3-master Redis Cluster
+  http/redis/retrieve500
+                 the same without candidates, for an artifact with a retrieval part (`recsys
+                 train-retrieval` + `recsys index`): user tower → ANN top-500 ∪ popular → seen filter
+                 → rank them all → top-10
 
 p50/p99 over --requests requests per cell, users drawn from the users table (plus 10% cold ones),
 candidates sampled from the items table. Prints a table and one JSON line (last line of stdout).
@@ -47,6 +51,7 @@ sys.path.insert(0, str(REPO))
 import recsys.model  # noqa: E402
 from recsys.artifact import load_artifact  # noqa: E402
 from recsys.online import Ranker, Rows, assemble, plan_read  # noqa: E402
+from recsys.online.retriever import materialize_seen  # noqa: E402
 from recsys.store.materialize import materialize  # noqa: E402
 from recsys.store.memory import MemoryStore  # noqa: E402
 from recsys.store.redis import RedisStore  # noqa: E402
@@ -183,9 +188,10 @@ def start_service(model: Path, redis_url: str, prefix: str, root: Path = REPO) -
 
 
 def http_bench(servers: dict[str, tuple[subprocess.Popen[bytes], Any]], work: Workload, n_req: int,
-               size: int) -> dict[str, Any]:
+               size: int | None) -> dict[str, Any]:
     """POST /v1/recommendations one request at a time, the same request to every server in turn
-    (an interleaved A/B: a drift of the machine's speed hits all of them alike)."""
+    (an interleaved A/B: a drift of the machine's speed hits all of them alike). `size` None: no
+    candidates (the retrieval path)."""
     headers = {"content-type": "application/json"}
     for _, conn in servers.values():
         conn.close()  # idle past uvicorn's keep-alive while the others started: the next request reconnects
@@ -193,8 +199,8 @@ def http_bench(servers: dict[str, tuple[subprocess.Popen[bytes], Any]], work: Wo
     took: dict[str, list[float]] = {name: [] for name in servers}
     degraded = dict.fromkeys(servers, 0)
     for i in range(n_req + 100):
-        u, c, x = work.request(size)
-        body = json.dumps({"user_id": u, "candidates": c, "context": x, "k": 10})
+        u, c, x = work.request(size or 1)
+        body = json.dumps({"user_id": u, "context": x, "k": 10, **({"candidates": c} if size else {})})
         for name, (_, conn) in servers.items():
             t0 = time.perf_counter()
             conn.request("POST", "/v1/recommendations", body, headers)
@@ -275,6 +281,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         memory = MemoryStore()
         for store in (redis, memory):
             await materialize(artifact.pipeline.spec, raw, store, ranker.keys, log=lambda _: None)
+        if "retrieval" in artifact.metadata:
+            await materialize_seen(artifact.pipeline.spec, raw, redis, ranker.keys)
         freeze_long_lived()  # as the service does after start-up: the collector skips what is loaded
         results: dict[str, Any] = await in_process(ranker, redis, memory, work, args.requests)
         await redis.close()
@@ -290,6 +298,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             servers["http/cluster/200"] = start_service(model, cluster.url, "bench")
         try:
             results.update(http_bench(servers, work, args.requests, 200))
+            if "retrieval" in artifact.metadata:
+                retrieval = {"http/redis/retrieve500": servers["http/redis/200"]}
+                results.update(http_bench(retrieval, work, args.requests, None))
         finally:
             for proc, _ in servers.values():
                 proc.terminate()

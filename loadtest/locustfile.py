@@ -18,6 +18,9 @@ way production hits it:
 - context: the spec's context columns copied from a random impression (device, ...); the
   timestamp is left out, so the service uses "now" as it would in production;
 - a `--score-share` of the requests are POST /v1/score with `--score-rows` (user, item) rows.
+- a `--no-candidates-share` of the recommendation requests bring no candidates: the service
+  retrieves its own (ANN over the catalog ∪ popular, seen items out) and ranks them; their own row
+  in the statistics, "/v1/recommendations (no candidates)", and up to k items each.
 The artifact's spec.yaml names the columns, so any spec works, not only the synthetic one.
 
 Request bodies are serialized once at start-up (a pool of `--pool` bodies) and picked at random:
@@ -53,6 +56,7 @@ from recsys.spec import FeatureSpec, load_spec
 
 RECOMMEND = "/v1/recommendations"
 SCORE = "/v1/score"
+RECOMMEND_ALL = "/v1/recommendations (no candidates)"  # the same route; its own row in the statistics
 HEADERS = {"Content-Type": "application/json"}
 CONTEXT_SAMPLE = 20_000  # impressions whose context columns requests copy: plenty of variety, cheap to hold
 
@@ -72,6 +76,8 @@ def _options(parser: Any) -> None:
     g.add_argument("--cold-items", type=float, default=0.02, help="share of candidates that are unseen items")
     g.add_argument("--k", type=int, default=10, help="items asked for per recommendation request")
     g.add_argument("--score-share", type=float, default=0.1, help="share of requests that go to /v1/score")
+    g.add_argument("--no-candidates-share", type=float, default=0.2,
+                   help="share of recommendation requests without candidates (retrieval → rank, or popular → rank)")
     g.add_argument("--score-rows", type=int, default=20, help="(user, item) rows per /v1/score request")
     g.add_argument("--rate-per-user", type=float, default=0.0,
                    help="requests/s per simulated user, Poisson arrivals (open loop); 0 = back to back")
@@ -89,6 +95,7 @@ class Body:
     path: str
     data: bytes
     expect: int  # items (recommendations) or scores (score) the reply must hold
+    at_most: bool = False  # without candidates: seen items are filtered, so up to `expect`
 
 
 class Workload:
@@ -135,6 +142,9 @@ class Workload:
             user, ctx = self._user(), self._context()
             rows = [{"user_id": user, "item_id": i, "context": ctx} for i in self._candidates(self.opts.score_rows)]
             return Body(SCORE, orjson.dumps({"rows": rows}), len(rows))
+        if self.rng.random() < self.opts.no_candidates_share:
+            payload = {"user_id": self._user(), "context": self._context(), "k": self.opts.k}
+            return Body(RECOMMEND_ALL, orjson.dumps(payload), self.opts.k, at_most=True)
         candidates = self._candidates(self._count())
         payload = {"user_id": self._user(), "context": self._context(), "candidates": candidates, "k": self.opts.k}
         return Body(RECOMMEND, orjson.dumps(payload), min(self.opts.k, len(set(candidates))))
@@ -151,7 +161,7 @@ def _json_value(v: Any) -> Any:
 
 
 def _check(opts: Any) -> None:
-    for name in ("tail_share", "cold_users", "cold_items", "score_share"):
+    for name in ("tail_share", "cold_users", "cold_items", "score_share", "no_candidates_share"):
         if not 0.0 <= getattr(opts, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} is a share: give a value in [0, 1], "
                              f"got {getattr(opts, name)}")
@@ -201,14 +211,15 @@ class RecsysUser(FastHttpUser):
     @task
     def post(self) -> None:
         body = random.choice(BODIES)
-        with self.client.post(body.path, data=body.data, headers=HEADERS, name=body.path,
+        path = RECOMMEND if body.path == RECOMMEND_ALL else body.path
+        with self.client.post(path, data=body.data, headers=HEADERS, name=body.path,
                               catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
                 return
             reply = orjson.loads(resp.content)
-            got = len(reply["items"] if body.path == RECOMMEND else reply["scores"])
-            if got != body.expect:
+            got = len(reply["scores"] if body.path == SCORE else reply["items"])
+            if got > body.expect if body.at_most else got != body.expect:
                 resp.failure(f"{body.path}: {got} results, expected {body.expect}")
 
 

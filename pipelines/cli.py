@@ -51,15 +51,19 @@ def generate(
     impressions: Annotated[int, typer.Option(min=1)] = 400_000,
     days: Annotated[int, typer.Option(min=1)] = 28,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
+    items_only: Annotated[bool, typer.Option(help="write only the items table (e.g. a 10 M-item catalog to index)")]
+    = False,
 ) -> None:
     """Synthetic short-video feed data with a planted click model (true_prob kept per impression)."""
     from pipelines.generate import SyntheticConfig, write
 
     t0 = time.perf_counter()
-    cfg = SyntheticConfig(users=users, items=items, impressions=impressions, days=days, seed=seed)
+    cfg = SyntheticConfig(users=users, items=items, impressions=impressions, days=days, seed=seed,
+                          items_only=items_only)
     for name, path in write(cfg, out).items():
         typer.echo(f"{name:<12} → {path}")
-    typer.echo(f"generated {impressions:,} impressions in {time.perf_counter() - t0:.1f}s")
+    what = f"{items:,} items" if items_only else f"{impressions:,} impressions"
+    typer.echo(f"generated {what} in {time.perf_counter() - t0:.1f}s")
 
 
 @app.command("import-movielens")
@@ -160,17 +164,49 @@ def train(
         sys.exit(1)
 
 
+@app.command("train-retrieval")
+def train_retrieval(
+    features: Annotated[Path, typer.Option(help="output folder of build-features (the artifact's features)")],
+    model: Annotated[Path, typer.Option(help="artifact folder of `recsys train`: the towers are added to it")],
+    raw: Annotated[Optional[Path], typer.Option(
+        help="raw tables: validate against the whole items table (default: the items in the splits)")] = None,
+    quiet: bool = False,
+) -> None:
+    """Two-tower retrieval model (the spec's `retrieval:` section) on the train split's positives."""
+    from pipelines.retrieval import run_train_retrieval
+
+    run_train_retrieval(features, model, raw, progress=not quiet)
+
+
+@app.command()
+def index(
+    model: Annotated[Path, typer.Option(help="artifact folder with retrieval towers (`recsys train-retrieval`)")],
+    raw: Annotated[Path, typer.Option(help="raw tables: every item of the items table is indexed")],
+    kind: Annotated[str, typer.Option(help="auto (exact below 50k items, IVF-Flat above) | flat | ivf_flat")]
+    = "auto",
+    quiet: bool = False,
+) -> None:
+    """Embed every catalog item and build the ANN index (faiss) inside the artifact."""
+    from pipelines.retrieval import run_index
+
+    if kind not in ("auto", "flat", "ivf_flat"):
+        raise RecsysError(f"--kind must be auto, flat or ivf_flat, got '{kind}'")
+    run_index(model, raw, kind, progress=not quiet)  # type: ignore[arg-type]
+
+
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option(help="artifact folder")],
     features: Annotated[Path, typer.Option(help="output folder of build-features")],
     out: Annotated[Path, typer.Option(help="folder for metrics.json and report.html")],
+    raw: Annotated[Optional[Path], typer.Option(
+        help="raw tables: also evaluate the artifact's retrieval part (Recall@100/@500, retrieve + rank)")] = None,
     quiet: bool = False,
 ) -> None:
     """AUC, logloss, NDCG@10, Recall@10, calibration vs popularity and wide-only baselines."""
     from pipelines.evaluate import run_evaluate
 
-    run_evaluate(model, features, out, progress=_progress(quiet))
+    run_evaluate(model, features, out, progress=_progress(quiet), raw_dir=raw)
 
 
 @app.command()

@@ -26,6 +26,7 @@ def run_demo(out: str | Path, users: int = DEMO_USERS, items: int = DEMO_ITEMS, 
     from pipelines.build_features import build_features
     from pipelines.evaluate import run_evaluate
     from pipelines.generate import SyntheticConfig, write
+    from pipelines.retrieval import run_index, run_train_retrieval
     from pipelines.serving import serve_model, try_it
     from pipelines.train import run_train
     from recsys.spec import load_spec
@@ -43,8 +44,11 @@ def run_demo(out: str | Path, users: int = DEMO_USERS, items: int = DEMO_ITEMS, 
     build_features(load_spec(SPEC), paths["raw"], paths["features"])
     step("train")
     run_train(paths["features"], paths["model"])
+    step("train retrieval (two-tower) and index the catalog")
+    run_train_retrieval(paths["features"], paths["model"], paths["raw"])
+    run_index(paths["model"], paths["raw"])
     step("evaluate")
-    run_evaluate(paths["model"], paths["features"], paths["report"])
+    run_evaluate(paths["model"], paths["features"], paths["report"], raw_dir=paths["raw"])
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s")
     for name, p in paths.items():
         print(f"  {name:<9} {p}")

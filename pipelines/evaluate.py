@@ -43,8 +43,11 @@ def _popularity(train_meta: pd.DataFrame, meta: pd.DataFrame, item_key: str, lab
 
 
 def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str | Path,
-                 log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, progress: bool = True,
+                 raw_dir: str | Path | None = None) -> dict[str, Any]:
     inputs = {"--model": model_dir, "--features": features_dir}
+    if raw_dir is not None:
+        inputs["--raw"] = raw_dir
     check_output(out_dir, "evaluation", inputs)  # before any work
     artifact = load_artifact(model_dir)
     spec, pipeline, manifest = load_features(features_dir)
@@ -88,6 +91,10 @@ def run_evaluate(model_dir: str | Path, features_dir: str | Path, out_dir: str |
         if split == "test":
             curves = {"label": y, "scores": scored}
             metrics["test.calibration"] = calibration_table(y, prob)
+    if raw_dir is not None:
+        from pipelines.retrieval import retrieval_metrics
+
+        metrics.update(retrieval_metrics(model_dir, features_dir, raw_dir, log=log, progress=progress))
     metrics["model_version"] = artifact.version
     metrics["history"] = artifact.metadata.get("history", [])
     metrics["best_epoch"] = artifact.metadata.get("training", {}).get("best_epoch")

@@ -45,6 +45,9 @@ class SyntheticConfig:
     countries: int = 12
     days: int = 28
     seed: int = 0
+    # Only the items table (the same items as a full run with this seed): a 10 M-item catalog to
+    # index, without the impressions it would take to show every item.
+    items_only: bool = False
 
 
 def _ids(prefix: str, codes: np.ndarray) -> np.ndarray:
@@ -113,6 +116,8 @@ def generate(cfg: SyntheticConfig) -> dict[str, pd.DataFrame]:
         "duration_s": duration,
         "upload_time": upload,
     })
+    if cfg.items_only:
+        return {"items": items}
     country_cat = rng.normal(0, 0.3, (K, C))
 
     # Impressions: time of day follows an evening peak, users by activity, items by Zipf popularity.

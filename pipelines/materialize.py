@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from recsys.online.retriever import materialize_seen
 from recsys.store.keys import KeySpace
 from recsys.store.materialize import materialize
 
@@ -25,9 +26,11 @@ def run_materialize(model_dir: str | Path, raw_dir: str | Path, redis_url: str, 
         store = RedisStore(redis_url)
         try:
             await store.ping()
-            return await materialize(artifact.pipeline.spec, raw_dir, store,
-                                     KeySpace(prefix, artifact.feature_version), as_of, ttl_s, progress,
-                                     keep_counters=keep_counters)
+            keys = KeySpace(prefix, artifact.feature_version)
+            counts = await materialize(artifact.pipeline.spec, raw_dir, store, keys, as_of, ttl_s, progress,
+                                       keep_counters=keep_counters)
+            counts["seen_sets"] = await materialize_seen(artifact.pipeline.spec, raw_dir, store, keys, as_of, ttl_s)
+            return counts
         finally:
             await store.close()
 

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,8 +46,8 @@ from recsys.io import OUTPUT_MARKER, output_folder
 from recsys.model import WideDeep, WideDeepConfig
 from recsys.spec import parse_spec
 
-__all__ = ["ARTIFACT_FORMAT", "Artifact", "save_artifact", "load_artifact", "write_json_atomic", "file_hashes",
-           "content_version"]
+__all__ = ["ARTIFACT_FORMAT", "Artifact", "save_artifact", "update_artifact", "load_artifact", "write_json_atomic",
+           "file_hashes", "content_version"]
 
 ARTIFACT_FORMAT = 2
 REQUIRED_FILES = ("model.safetensors", "spec.yaml", "transforms.json")
@@ -181,6 +182,30 @@ def save_artifact(
         metadata = json.loads(json.dumps(metadata, default=_json_default))
         write_json_atomic(tmp / METADATA, {"model_version": content_version(metadata), **metadata})
     return out_dir
+
+
+# metadata fields save_artifact derives itself: never carried over from an older save
+_DERIVED = ("model_version", "format_version", "feature_version", "created_at", "model_config", "files", "libraries")
+
+
+def update_artifact(path: str | Path, metadata: dict[str, Any], write: Callable[[Path], None],
+                    drop: tuple[str, ...] = ()) -> Path:
+    """Save a valid artifact again with `metadata` fields added or replaced and more files written
+    by `write(folder)` (e.g. the retrieval part): its weights, spec and transforms as they are, every
+    other file copied over except those under a `drop` prefix (files `write` makes stale), then
+    hashed and renamed like a first save."""
+    art = load_artifact(path)
+    kept = {k: v for k, v in art.metadata.items() if k not in _DERIVED}
+
+    def extra(tmp: Path) -> None:
+        for rel in art.metadata["files"]:
+            if rel in REQUIRED_FILES or rel.startswith(drop):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(art.path / rel, tmp / rel)
+        write(tmp)
+
+    return save_artifact(art.path, art.pipeline, art.model, {**kept, **metadata}, extra)
 
 
 def _verify_files(path: Path, metadata: Mapping[str, Any]) -> None:

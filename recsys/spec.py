@@ -29,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "TrainingConfig",
+    "RetrievalConfig",
     "FeatureSpec",
     "load_spec",
     "parse_duration",
@@ -223,6 +224,29 @@ class TrainingConfig(_Strict):
     threads: int | None = Field(None, ge=1)
 
 
+class RetrievalConfig(_Strict):
+    """The two-tower candidate model (`recsys train-retrieval`): which features feed each tower and
+    how it trains. The user tower sees what is known before an item is chosen; the item tower reads
+    only the items table, so every catalog item (also one never shown) can be embedded and indexed."""
+
+    # None: the user and context groups (minus features that read the items table, e.g. an item's
+    # age) plus the statistics keyed by the user alone.
+    user_features: list[str] | None = None
+    item_features: list[str] | None = None  # None: the content group
+    embedding_dim: int = Field(64, ge=2, le=1024)  # the towers' output (the index's dimension)
+    hidden: list[int] = Field(default_factory=lambda: [256])
+    temperature: float = Field(0.05, gt=0.0, le=10.0)
+    logq_correction: bool = True  # subtract log(sampling probability) from in-batch logits (Yi et al. 2019)
+    epochs: int = Field(20, ge=1)
+    patience: int = Field(3, ge=0)  # epochs without valid Recall@100 gain before stopping
+    batch_size: int = Field(1024, ge=2)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="adam", lr=0.001))
+    # Weight of log(1 + train positives) added to an item's score at query time; None: chosen on the
+    # valid split (0 included), so popularity re-enters only where it helps.
+    popularity_weight: float | None = Field(None, ge=0.0)
+    seed: int = 0
+
+
 class FeatureSpec(_Strict):
     name: str = "model"
     user_key: str = "user_id"
@@ -243,6 +267,34 @@ class FeatureSpec(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+
+    @model_validator(mode="after")
+    def _check_retrieval(self) -> "FeatureSpec":
+        for side, names in (("user", self.retrieval.user_features), ("item", self.retrieval.item_features)):
+            for name in names or []:
+                if name not in self.features:
+                    raise ValueError(f"retrieval.{side}_features: unknown feature '{name}'; name a declared feature")
+                if self.tower_of(name) != side:
+                    where = "the items table" if side == "item" else "the user, context or the user's own statistics"
+                    raise ValueError(f"retrieval.{side}_features: feature '{name}' cannot feed the {side} tower "
+                                     f"(it must read only {where}); remove it from the list")
+        return self
+
+    def tower_features(self, side: str) -> list[str]:
+        """The features of one tower: the spec's list, or every feature that can feed it."""
+        given = self.retrieval.user_features if side == "user" else self.retrieval.item_features
+        return list(given) if given is not None else [n for n in self.features if self.tower_of(n) == side]
+
+    def tower_of(self, name: str) -> str | None:
+        """'user' or 'item': the two-tower side a feature can feed; None: it needs both (an item's
+        age at the impression, a user×category statistic)."""
+        feat = self.features[name]
+        if isinstance(feat, StatisticFeature):
+            return "user" if feat.key == [self.user_key] else None  # item counters are not in the items table
+        if isinstance(feat, TimeFeature):
+            return "user" if feat.part != "age" or feat.table == "users" else None
+        return "item" if feat.group == "content" else "user"
 
     @model_validator(mode="after")
     def _check_references(self) -> "FeatureSpec":

@@ -24,7 +24,7 @@ from recsys.errors import RecsysError
 from recsys.store.factory import build_store
 from service.admission import EventAdmission
 from service.errors import register_exception_handlers
-from service.lifecycle import freeze_long_lived, prepare_ranker, refresh_popular_forever
+from service.lifecycle import freeze_long_lived, prepare_ranker, prepare_retriever, refresh_popular_forever
 from service.metrics import BodyLimitMiddleware, Metrics, TimingMiddleware
 from service.openapi import install_docs
 from service.routes import admin, events, health, recommend
@@ -70,9 +70,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         try:
             await store.ping()  # fail fast with "cannot connect to redis at ..." rather than start degraded
             ranker = await prepare_ranker(settings, store, settings.model_dir, require_features=False)
+            retriever = await prepare_retriever(settings, ranker)
             metrics.set_model(ranker.version, ranker.feature_version)
             state = app.state.service = ServiceState(settings=settings, store=store, ranker=ranker, metrics=metrics,
-                                                     health=StoreHealth(metrics))
+                                                     health=StoreHealth(metrics), retriever=retriever)
             freeze_long_lived()
             log.info("serving model %s (features %s) from %s with store %s; default candidates: %d popular "
                      "items from the %s", ranker.version, ranker.feature_version, settings.model_dir, store.name,

@@ -11,16 +11,20 @@ import gc
 import logging
 from pathlib import Path
 
+import faiss
+
 from recsys.artifact import load_artifact
 from recsys.errors import ArtifactError, StoreError
 from recsys.online import Ranker
+from recsys.online.retriever import OnlineRetriever, materialize_seen
+from recsys.retrieval import Retriever
 from recsys.store.base import OnlineStore
 from recsys.store.materialize import materialize
 from recsys.store.memory import MemoryStore
 from service.settings import ServiceSettings
 from service.state import ServiceState
 
-__all__ = ["prepare_ranker", "freeze_long_lived", "refresh_popular_forever"]
+__all__ = ["prepare_ranker", "prepare_retriever", "freeze_long_lived", "refresh_popular_forever"]
 
 log = logging.getLogger("uvicorn.error")  # printed by uvicorn's configured handler
 
@@ -39,6 +43,7 @@ async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_di
                                     "RECSYS_RAW_DIR / pass --raw DIR, or use Redis via REDIS_URL)")
             await materialize(artifact.pipeline.spec, settings.raw_dir, store, ranker.keys, as_of=settings.as_of,
                               log=log.info)
+            await materialize_seen(artifact.pipeline.spec, settings.raw_dir, store, ranker.keys, settings.as_of)
         elif require_features:
             raise ArtifactError(
                 f"the store {store.name} holds no features for feature version {ranker.feature_version} of "
@@ -50,6 +55,16 @@ async def prepare_ranker(settings: ServiceSettings, store: OnlineStore, model_di
     await ranker.refresh_popular(store)
     await asyncio.to_thread(ranker.warm_up)
     return ranker
+
+
+async def prepare_retriever(settings: ServiceSettings, ranker: Ranker) -> OnlineRetriever | None:
+    """The retrieval stage of the ranker's artifact, validated (a broken index is an ArtifactError:
+    the reload is refused); None when the artifact has none."""
+    retriever = await asyncio.to_thread(Retriever.from_artifact, ranker.artifact)
+    if retriever is None:
+        return None
+    faiss.omp_set_num_threads(1)  # one query per request: threads only add hand-off latency
+    return OnlineRetriever(ranker, retriever, settings.retrieve_n, settings.seen_limit)
 
 
 async def refresh_popular_forever(state: ServiceState, every_s: float) -> None:

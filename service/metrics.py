@@ -32,7 +32,8 @@ class Metrics:
         self.latency = Histogram("recsys_http_request_duration_seconds", "HTTP request latency by route",
                                  ["route", "method", "status"], buckets=_LATENCY_BUCKETS, registry=r)
         self.stage = Histogram("recsys_stage_duration_seconds", "time per request stage (fetch = one store "
-                               "round trip, assemble, transform, score = forward pass, topk)", ["stage"],
+                               "round trip, assemble, transform, score = forward pass, topk; retrieve = user features, "
+                               "user tower, ANN search and the seen filter of a request without candidates)", ["stage"],
                                buckets=_STAGE_BUCKETS, registry=r)
         self.candidates = Histogram("recsys_candidates_per_request", "rows scored per request",
                                     buckets=(1, 10, 50, 100, 200, 500, 1000, 2000, 5000), registry=r)
@@ -51,6 +52,7 @@ class Metrics:
         self.model = Gauge("recsys_model_info", "the artifact being served (value 1)",
                            ["model_version", "feature_version"], registry=r)
         self._stages = {name: self.stage.labels(name) for name, _ in Timings().items()}
+        self.retrieve = self.stage.labels("retrieve")
 
     def observe(self, timings: Timings, rows: int) -> None:
         for name, seconds in timings.items():

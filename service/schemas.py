@@ -153,11 +153,14 @@ class RecommendRequest(_Body):
         None, min_length=1, description="item ids to rank (a repeated id counts once, at its first position); "
                                         "default: the popular items")
     k: Int = Field(10, ge=1, description="how many items to return")
+    exclude_seen: bool = Field(True, description="without candidates: leave out the items the user engaged with")
 
 
 class ScoredItem(BaseModel):
     item_id: str
     score: float = Field(description="click probability")
+    source: Literal["ann", "popular", "given"] = Field(
+        "given", description="where the candidate came from: the retrieval index, the popular items, the request")
 
 
 class RecommendResponse(BaseModel):

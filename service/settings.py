@@ -103,6 +103,8 @@ class ServiceSettings(BaseSettings):
     events_loop_share: float = Field(0.5, gt=0, le=1)
     popular_candidates: int = Field(200, ge=1)
     popular_refresh_s: float = Field(10.0, ge=0)
+    retrieve_n: int = Field(500, ge=1, le=10_000)  # ANN candidates of a request without candidates
+    seen_limit: int = Field(1000, ge=0, le=100_000)  # a user's most engaged items a request filters out
     admin_token: SecretStr | None = None
 
     @field_validator("admin_token")

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from recsys.online import Ranker
+from recsys.online.retriever import OnlineRetriever
 from recsys.store.base import OnlineStore
 from service.metrics import Metrics
 from service.settings import ServiceSettings
@@ -47,6 +48,9 @@ class ServiceState:
     ranker: Ranker  # replaced whole by /admin/reload; a request keeps the one it started with
     metrics: Metrics
     health: StoreHealth
+    # the same artifact's retrieval stage (None: it has none, requests without candidates rank the
+    # popular items); assigned together with `ranker`
+    retriever: OnlineRetriever | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property

@@ -34,6 +34,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from recsys.errors import StoreError
 from recsys.features.transforms import Vocabulary
@@ -146,9 +147,17 @@ class EventWriter:
         # retry counts the ranking twice (a default-candidates list), never the statistics (model inputs).
         await store.add_to_ranking(self.keys.popular, cols[self.plan.item_key][clicked].tolist(),
                                    positives[clicked].tolist(), policy.ttl_s)
+        await self._seen(store, cols[self.plan.user_key][clicked], cols[self.plan.item_key][clicked], policy)
         updates = counter_updates(self.plan, self.keys, cols, counts, positives)
         await store.increment(updates.keys, updates.amounts, updates.expired_before, policy.ttl_s)
         return len(updates.keys)
+
+    async def _seen(self, store: OnlineStore, users: np.ndarray, items: np.ndarray, policy: EventPolicy) -> None:
+        """The positives into their users' seen sets (what retrieval filters out), one ranking
+        write per distinct user of the chunk."""
+        frame = pd.DataFrame({"u": users, "i": items})
+        for user, part in frame.groupby("u", sort=False)["i"]:
+            await store.add_to_ranking(self.keys.seen(str(user)), part.tolist(), [1.0] * len(part), policy.ttl_s)
 
     async def labels(self, store: OnlineStore, impression_ids: np.ndarray, labels: np.ndarray,
                      policy: EventPolicy) -> Applied:

@@ -52,6 +52,10 @@ class KeySpace:
     def popular(self) -> str:
         return f"{{{self.base}popular}}"
 
+    def seen(self, user_id: str) -> str:
+        """The user's seen set (ZSET item → positive events), in the slot of the user's record."""
+        return f"{self.base}{{u:{user_id}}}:seen"
+
     def user(self, user_id: str) -> str:
         return f"{self.base}{{u:{user_id}}}"
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from recsys.errors import ArtifactError, RecsysError
 from service.deps import AdminDep, StateDep
 from service.errors import Forbidden
-from service.lifecycle import freeze_long_lived, prepare_ranker
+from service.lifecycle import freeze_long_lived, prepare_ranker, prepare_retriever
 from service.routes import errors
 from service.schemas import ReloadRequest, ReloadResponse
 from service.settings import ServiceSettings
@@ -52,10 +52,11 @@ def build() -> APIRouter:
             previous = state.ranker
             try:
                 ranker = await prepare_ranker(state.settings, state.store, model_dir, require_features=True)
+                retriever = await prepare_retriever(state.settings, ranker)
             except RecsysError:
                 state.metrics.reloads.labels("refused").inc()
                 raise
-            state.ranker = ranker
+            state.ranker, state.retriever = ranker, retriever  # together: no await between
             request.app.openapi_schema = None  # the published context fields follow the model
             state.metrics.set_model(ranker.version, ranker.feature_version)
             state.metrics.reloads.labels("ok").inc()

@@ -7,6 +7,8 @@ import time
 import numpy as np
 from fastapi import APIRouter, Request
 
+from recsys.online import Ranked
+from recsys.online.retriever import Recommended
 from service.auth import BEARER
 from service.deps import StateDep, require_admin
 from service.errors import invalid
@@ -33,14 +35,25 @@ def build(requests: Requests) -> APIRouter:
         within the latency budget and `degraded` says why (docs/service.md)."""
         t0 = time.perf_counter()
         ranker = state.ranker
-        if body.candidates is None and not len(ranker.popular):
+        if body.candidates is None and not len(ranker.popular) and state.retriever is None:
             raise invalid("candidates", "required: this model has no popular-items list to rank instead")
         context = context_values(ranker, [body.context], "context")[0]
         ts = body.context.timestamp if body.context.timestamp is not None else int(time.time())
-        ranked = await ranker.rank(state.store, body.user_id, body.candidates, ts, context, body.k, state.budget_s)
+        retriever = state.retriever
+        ranked: Ranked | Recommended
+        if retriever is not None:
+            ranked = await retriever.recommend(state.store, body.user_id, body.candidates, ts, context, body.k,
+                                               body.exclude_seen, state.budget_s)
+            sources: list[str] = list(ranked.sources)
+            if body.candidates is None:
+                state.metrics.retrieve.observe(ranked.retrieve_s)
+        else:
+            ranked = await ranker.rank(state.store, body.user_id, body.candidates, ts, context, body.k, state.budget_s)
+            sources = ["given" if body.candidates is not None else "popular"] * len(ranked.item_ids)
         state.metrics.observe(ranked.timings, ranked.candidates)
         state.health.saw(ranked.degraded, ranked.store_error)
-        items = [ScoredItem(item_id=i, score=p) for i, p in zip(ranked.item_ids, ranked.scores, strict=True)]
+        items = [ScoredItem(item_id=i, score=p, source=s)
+                 for i, p, s in zip(ranked.item_ids, ranked.scores, sources, strict=True)]
         return RecommendResponse(items=items, model_version=ranker.version, degraded=ranked.degraded,
                                  took_ms=(time.perf_counter() - t0) * 1e3)
 
