@@ -30,10 +30,12 @@ def test_spark_options_without_the_spark_engine_exit_2_with_one_line(tmp_path: P
 
 def test_missing_java_exits_2_with_the_fix(tmp_path: Path):
     pytest.importorskip("pyspark")
-    done = _cli("build-features", "--engine", "spark", "--spec", "synthetic", "--raw", str(tmp_path), "--out",
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    done = _cli("build-features", "--engine", "spark", "--spec", "synthetic", "--raw", str(raw), "--out",
                 str(tmp_path / "o"), env={"JAVA_HOME": str(tmp_path / "no-java")})
     assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and "Java 17 or 21" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Java 17 or 21" in done.stderr, done.stderr
     assert not (tmp_path / "o").exists()
 
 
