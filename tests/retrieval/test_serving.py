@@ -110,7 +110,8 @@ async def test_events_grow_the_seen_set_and_a_broken_index_reload_is_refused(tas
         before = (await client.post("/v1/recommendations", json=_body())).json()
         first = before["items"][0]["item_id"]
         r = await client.post("/v1/events", headers=AUTH, json={"events": [
-            {"user_id": USER, "item_id": first, "context": {"device": "ios", "timestamp": TS}, "label": 1}]})
+            {"event_id": "seen-1", "user_id": USER, "item_id": first, "context": {"device": "ios", "timestamp": TS},
+             "label": 1}]})
         assert r.status_code == 200, r.text
         after = (await client.post("/v1/recommendations", json=_body())).json()
         assert first not in [i["item_id"] for i in after["items"]]
