@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,16 @@ class Applied:
         self.counters_updated += other.counters_updated
 
 
+async def _chunked(n: int, chunk: int, apply: Callable[[slice], Awaitable[Applied]]) -> Applied:
+    """`apply` to each chunk of n events in turn, the event loop free for other requests between them."""
+    out = Applied()
+    for a in range(0, n, chunk):
+        if a:
+            await asyncio.sleep(0)
+        out.add(await apply(slice(a, a + chunk)))
+    return out
+
+
 async def _release(store: OnlineStore, claims: list[str], err: StoreError) -> StoreError:
     """Undo the claims of events that were not applied, so that the client's retry applies them."""
     try:
@@ -94,13 +105,8 @@ class EventWriter:
     async def impressions(self, store: OnlineStore, rows: Rows, labels: np.ndarray, event_ids: np.ndarray,
                           policy: EventPolicy) -> Applied:
         """Count impressions (label 0/1, or PENDING when it comes later); see the module docstring."""
-        out = Applied()
-        for a in range(0, len(rows), policy.chunk):
-            if a:
-                await asyncio.sleep(0)
-            part = slice(a, a + policy.chunk)
-            out.add(await self._impressions(store, rows.take(part), labels[part], event_ids[part], policy))
-        return out
+        return await _chunked(len(rows), policy.chunk, lambda part: self._impressions(
+            store, rows.take(part), labels[part], event_ids[part], policy))
 
     async def _impressions(self, store: OnlineStore, rows: Rows, labels: np.ndarray, event_ids: np.ndarray,
                            policy: EventPolicy) -> Applied:
@@ -162,13 +168,8 @@ class EventWriter:
     async def labels(self, store: OnlineStore, impression_ids: np.ndarray, labels: np.ndarray,
                      policy: EventPolicy) -> Applied:
         """Join late labels to their kept impressions; see the module docstring."""
-        out = Applied()
-        for a in range(0, len(impression_ids), policy.chunk):
-            if a:
-                await asyncio.sleep(0)
-            part = slice(a, a + policy.chunk)
-            out.add(await self._labels(store, impression_ids[part], labels[part], policy))
-        return out
+        return await _chunked(len(impression_ids), policy.chunk, lambda part: self._labels(
+            store, impression_ids[part], labels[part], policy))
 
     async def _labels(self, store: OnlineStore, ids: np.ndarray, labels: np.ndarray, policy: EventPolicy) -> Applied:
         keys = self.keys
