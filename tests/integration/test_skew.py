@@ -33,33 +33,40 @@ def _check(r: Replay) -> None:
     assert r.online_counters.to_numpy().max() > 0
 
 
-@pytest.fixture(scope="module")
-def redis_replay(redis_url: str, tiny_raw: Path, tiny_features: Path, tiny_artifact: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Replay:
+def _live_replay(redis_url: str, raw: Path, features: Path, model: Path, prefix: str, as_of: int,
+                 log_dir: Path) -> Replay:
+    """Materialize the log before `as_of` into Redis, serve `model` from it on a live uvicorn and
+    replay the test split through it (tests/integration/replay.py)."""
     from .conftest import start_uvicorn
 
-    artifact = load_artifact(tiny_artifact)
-    keys = KeySpace("skew", artifact.feature_version)
+    artifact = load_artifact(model)
 
     async def fill() -> None:
         store = RedisStore(redis_url)
-        await materialize(artifact.pipeline.spec, tiny_raw, store, keys, as_of=first_test_timestamp(tiny_features),
-                          log=lambda _: None)
+        await materialize(artifact.pipeline.spec, raw, store, KeySpace(prefix, artifact.feature_version),
+                          as_of=as_of, log=lambda _: None)
         await store.close()
 
     asyncio.run(fill())
-    proc, url = start_uvicorn({"RECSYS_MODEL_DIR": str(tiny_artifact), "REDIS_URL": redis_url,
-                               "RECSYS_KEY_PREFIX": "skew", "RECSYS_ADMIN_TOKEN": TOKEN,
+    proc, url = start_uvicorn({"RECSYS_MODEL_DIR": str(model), "REDIS_URL": redis_url,
+                               "RECSYS_KEY_PREFIX": prefix, "RECSYS_ADMIN_TOKEN": TOKEN,
                                # a proof of equality, not of latency: a busy host must not make a read
                                # miss the default 30 ms budget and score a row from cold features
                                "RECSYS_STORE_BUDGET_MS": "10000"},
-                              tmp_path_factory.mktemp("uvicorn") / "log")
+                              log_dir / "log")
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            return replay(client.post, tiny_raw, tiny_features, tiny_artifact, TOKEN)
+            return replay(client.post, raw, features, model, TOKEN)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_replay(redis_url: str, tiny_raw: Path, tiny_features: Path, tiny_artifact: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Replay:
+    return _live_replay(redis_url, tiny_raw, tiny_features, tiny_artifact, "skew", first_test_timestamp(tiny_features),
+                        tmp_path_factory.mktemp("uvicorn"))
 
 
 def test_live_uvicorn_on_redis_serves_the_offline_probabilities(redis_replay: Replay) -> None:
@@ -76,29 +83,10 @@ def delayed_replay(redis_url: str, tiny_raw: Path, shipped_features: Path, shipp
     """The shipped synthetic spec, whose labels are known 10 minutes after their impression:
     impressions posted unlabelled when scored, labels posted by impression id when their time has
     passed (issue 11 item 4)."""
-    from .conftest import start_uvicorn
-
-    artifact = load_artifact(shipped_artifact)
-    delay = artifact.pipeline.spec.label_delay_s
+    delay = load_artifact(shipped_artifact).pipeline.spec.label_delay_s
     assert delay == 600
-
-    async def fill() -> None:
-        store = RedisStore(redis_url)
-        await materialize(artifact.pipeline.spec, tiny_raw, store, KeySpace("late", artifact.feature_version),
-                          as_of=replay_start(shipped_features, delay), log=lambda _: None)
-        await store.close()
-
-    asyncio.run(fill())
-    proc, url = start_uvicorn({"RECSYS_MODEL_DIR": str(shipped_artifact), "REDIS_URL": redis_url,
-                               "RECSYS_KEY_PREFIX": "late", "RECSYS_ADMIN_TOKEN": TOKEN,
-                               "RECSYS_STORE_BUDGET_MS": "10000"},
-                              tmp_path_factory.mktemp("uvicorn-late") / "log")
-    try:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            return replay(client.post, tiny_raw, shipped_features, shipped_artifact, TOKEN)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return _live_replay(redis_url, tiny_raw, shipped_features, shipped_artifact, "late",
+                        replay_start(shipped_features, delay), tmp_path_factory.mktemp("uvicorn-late"))
 
 
 def test_delayed_labels_joined_online_equal_the_offline_features_of_the_shipped_spec(delayed_replay: Replay) -> None:
