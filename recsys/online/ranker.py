@@ -21,6 +21,7 @@ import numpy as np
 
 from recsys.artifact import Artifact
 from recsys.errors import ArtifactError, StoreError
+from recsys.features.batch import Encoded
 from recsys.inference import Predictor, top_k
 from recsys.online.columns import Read, Rows, assemble, plan_read
 from recsys.online.events import EventWriter
@@ -29,7 +30,7 @@ from recsys.spec import CategoricalFeature
 from recsys.store.base import OnlineStore, Record
 from recsys.store.keys import KeySpace
 
-__all__ = ["Ranker", "Timings", "Scored", "Ranked", "Degraded", "STORE_UNAVAILABLE", "STORE_EMPTY"]
+__all__ = ["Ranker", "Timings", "Features", "Scored", "Ranked", "Degraded", "STORE_UNAVAILABLE", "STORE_EMPTY"]
 
 # Why a result was computed from cold features (`Scored.degraded`; None = from the store's features).
 Degraded = Literal["store_unavailable", "store_empty"]
@@ -49,6 +50,18 @@ class Timings:
 
     def items(self) -> list[tuple[str, float]]:
         return list(self.__dict__.items())
+
+
+@dataclass
+class Features:
+    """A request's rows read from the store and encoded: what scoring, and the retriever's user
+    tower, take as input."""
+
+    encoded: Encoded
+    columns: dict[str, np.ndarray]  # the raw columns
+    timings: Timings = field(default_factory=Timings)
+    degraded: Degraded | None = None
+    store_error: str | None = None
 
 
 @dataclass
@@ -130,6 +143,15 @@ class Ranker:
     async def score(self, store: OnlineStore, rows: Rows, budget_s: float | None = None) -> Scored:
         """Probabilities of `rows`. Never raises for the store: when it fails, is slower than
         `budget_s` or lacks the features, the rows are scored as cold starts and `degraded` says why."""
+        f = await self.features(store, rows, budget_s)
+        t0 = time.perf_counter()
+        probs = self.predictor.score_encoded(f.encoded)
+        f.timings.score = time.perf_counter() - t0
+        return Scored(probs, f.columns, f.timings, f.degraded, f.store_error)
+
+    async def features(self, store: OnlineStore, rows: Rows, budget_s: float | None = None) -> Features:
+        """`rows` read from the store (one round trip), assembled and encoded, under the same
+        degraded-mode rules as `score`."""
         t = Timings()
         t0 = time.perf_counter()
         read = plan_read(self.plan, self.keys, rows)
@@ -138,11 +160,8 @@ class Ranker:
         cols = assemble(self.plan, rows, read, fetched)
         t2 = time.perf_counter()
         encoded = self.predictor.pipeline.transform(cols)
-        t3 = time.perf_counter()
-        probs = self.predictor.score_encoded(encoded)
-        t4 = time.perf_counter()
-        t.fetch, t.assemble, t.transform, t.score = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-        return Scored(probs, cols, t, degraded, error)
+        t.fetch, t.assemble, t.transform = t1 - t0, t2 - t1, time.perf_counter() - t2
+        return Features(encoded, cols, t, degraded, error)
 
     async def rank(self, store: OnlineStore, user_id: str, candidates: Sequence[str] | None, timestamp: int,
                    context: Mapping[str, Any], k: int, budget_s: float | None = None) -> Ranked:

@@ -69,13 +69,12 @@ class OnlineRetriever:
                          exclude_seen: bool, budget_s: float | None) -> tuple[np.ndarray, np.ndarray, Any]:
         """(item ids, sources, the user-row read) of the candidates: ANN ∪ popular, seen items removed."""
         probe = Rows.for_user(user_id, np.array([""], dtype=object), timestamp, context)
-        reads: list[Any] = [self.ranker.score(store, probe, budget_s)]
+        reads: list[Any] = [self.ranker.features(store, probe, budget_s)]  # the user tower's input, unscored
         if exclude_seen:
             reads.append(self._seen(store, user_id, budget_s))
         got = await asyncio.gather(*reads)
         user_row = got[0]
-        encoded = self.ranker.predictor.pipeline.transform(user_row.columns)
-        _, idx = self.retriever.search(self.retriever.user_vectors(encoded), self.retrieve_n)
+        _, idx = self.retriever.search(self.retriever.user_vectors(user_row.encoded), self.retrieve_n)
         ann = self.retriever.item_ids[idx[0][idx[0] >= 0]]
         popular = self.ranker.popular
         ids = np.concatenate([ann, popular]).astype(object)
