@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -296,3 +296,16 @@ def train_command(features_dir: Path, out_dir: Path, overrides: dict[str, Any], 
                                f"to continue from it") from None
         return
     run_train(features_dir, out_dir, overrides, progress=progress, settings=run, resume=resume, init_from=init_from)
+    if launched_by_torchrun():
+        _leave_group_process()
+
+
+def _leave_group_process() -> NoReturn:
+    """A rank whose work is done (every rank past the final barrier, the group destroyed, rank 0's
+    artifact written and its files closed) exits at once, skipping interpreter finalization: there,
+    gloo and torch state torn down out of order aborted a finished rank now and then (SIGABRT,
+    "terminate called without an active exception"; pytorch/pytorch#179291 describes one such
+    path), which the elastic agent rightly reports as a failed job."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
