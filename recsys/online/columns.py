@@ -189,6 +189,14 @@ def _counts(dicts: Sequence[dict[str, int]], statistic: str, sub: str, window: l
     return out
 
 
+def _one_counts(counters: dict[str, int], statistic: str, sub: str, window: list[int]) -> tuple[int, int]:
+    """`_counts` of one record (a user's, for one of its sub-keys): plain dict lookups, since arrays
+    built per (sub-key, window) cost more than the lookups (a ranking request has one per category
+    among its candidates)."""
+    return tuple(sum(counters.get(counter_field(statistic, sub, kind, None if b < 0 else b), 0)  # type: ignore[return-value]
+                     for b in window) for kind in ("c", "p"))
+
+
 def assemble(plan: OnlinePlan, rows: Rows, read: Read, records: Sequence[Record | None]) -> dict[str, np.ndarray]:
     """The raw columns of `rows` from the store's reply to `read` (see the module docstring)."""
     n = len(rows)
@@ -215,9 +223,9 @@ def assemble(plan: OnlinePlan, rows: Rows, read: Read, records: Sequence[Record 
         if s.entity == "user":
             # A user's counters: each distinct (user, sub-key, window) summed once, spread to its rows.
             first, combo = _distinct(rows.row_user, sub, window[:, 0])
-            per = np.stack([_counts([users[rows.row_user[r]]["c"]], s.name, "" if sub is None else sub[r],
-                                    window[r].tolist())[:, 0] for r in first.tolist()], axis=1)
-            values = per[:, combo]
+            per = np.array([_one_counts(users[rows.row_user[r]]["c"], s.name, "" if sub is None else sub[r],
+                                        window[r].tolist()) for r in first.tolist()], dtype=np.float64)
+            values = per.T[:, combo]
         else:
             # An item's counters, per distinct (sub-key, window) — one for a ranking request, whose
             # user and context are shared — over all the rows that have it, vectorized.
