@@ -175,7 +175,7 @@ def train_retrieval(
     """Two-tower retrieval model (the spec's `retrieval:` section) on the train split's positives."""
     from pipelines.retrieval import run_train_retrieval
 
-    run_train_retrieval(features, model, raw, progress=not quiet)
+    run_train_retrieval(features, model, raw, progress=_progress(quiet))
 
 
 @app.command()
@@ -191,7 +191,7 @@ def index(
 
     if kind not in ("auto", "flat", "ivf_flat"):
         raise RecsysError(f"--kind must be auto, flat or ivf_flat, got '{kind}'")
-    run_index(model, raw, kind, progress=not quiet)  # type: ignore[arg-type]
+    run_index(model, raw, kind, progress=_progress(quiet))  # type: ignore[arg-type]
 
 
 @app.command()
