@@ -256,12 +256,14 @@ class RedisStore:
 
     async def _call(self, role: Role, what: str, fn: Callable[[Client], Awaitable[T]]) -> T:
         timeout_s = self.timeout_s if role == "read" else self.write_timeout_s
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                client = await self._client(role)
-        except TimeoutError:
-            raise StoreError(f"cannot connect to redis at {self.name} within {self.connect_timeout_s:.1f} s "
-                             f"(fix: start Redis or point REDIS_URL at it)") from None
+        client = self._clients.get(role)
+        if client is None:  # (connected: no deadline to arm; it costs a timer per request)
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    client = await self._client(role)
+            except TimeoutError:
+                raise StoreError(f"cannot connect to redis at {self.name} within {self.connect_timeout_s:.1f} s "
+                                 f"(fix: start Redis or point REDIS_URL at it)") from None
         try:
             async with asyncio.timeout(timeout_s):
                 out = await fn(client)
