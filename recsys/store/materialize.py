@@ -28,68 +28,61 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from recsys.features.raw import load_raw
-from recsys.features.statistics import sub_key, totals_before
+from recsys.features.raw import column_values, load_raw
+from recsys.features.statistics import key_codes, sub_key, totals_by_code
 from recsys.features.times import to_seconds
-from recsys.features.transforms import as_str
+from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table
 from recsys.online.columns import counter_fields
 from recsys.spec import FeatureSpec
 from recsys.store.base import OnlineStore
-from recsys.store.keys import KeySpace
+from recsys.store.keys import SLOTS, KeySpace, hash_slots
 
 __all__ = ["EntityRecords", "Popularity", "collect_records", "write_records", "materialize"]
 
 CHUNK = 2000  # records per pipelined batch: amortizes the round trip without stalling Redis
 IN_FLIGHT = 4  # batches written concurrently (a cluster's nodes work in parallel)
-
-
-@dataclass
-class _Long:
-    """(entity, field, value) rows grouped by entity: entity i's rows are starts[i]:starts[i + 1]."""
-
-    starts: np.ndarray
-    fields: np.ndarray
-    values: np.ndarray
-
-    @classmethod
-    def of(cls, codes: np.ndarray, n: int, fields: list[np.ndarray], values: list[np.ndarray],
-           dtype: type) -> "_Long":
-        f = np.concatenate(fields) if fields else np.empty(0, dtype=object)
-        v = np.concatenate(values) if values else np.empty(0, dtype=dtype)
-        order = np.argsort(codes, kind="stable")
-        return cls(np.searchsorted(codes[order], np.arange(n + 1)), f[order], v[order])
-
-    def dicts(self, a: int, b: int) -> list[dict[str, Any]]:
-        lo, hi = int(self.starts[a]), int(self.starts[b])
-        fields, values = self.fields[lo:hi].tolist(), self.values[lo:hi].tolist()
-        cut = (self.starts[a:b + 1] - lo).tolist()
-        return [dict(zip(fields[s:e], values[s:e], strict=True)) for s, e in zip(cut[:-1], cut[1:], strict=True)]
+_STRIDE = 128  # `_write_order`: a chunk's slots lie 128 apart
 
 
 @dataclass
 class EntityRecords:
-    """The records of every user (or item): attributes and counters, built chunk by chunk."""
+    """The records of every user (or item): attributes and counters, each one JSON object per entity
+    (built column-wise by arrow kernels, never a dict per record)."""
 
     kind: str  # "users" | "items"
-    ids: np.ndarray  # (m,) distinct entity ids
-    attributes: _Long  # canonical strings
-    counters: _Long  # int64
+    ids: np.ndarray  # (m,) distinct entity ids (canonical str)
+    attributes: pa.Array  # (m,) large_string: {"column": "canonical string", ...}, missing values left out
+    counters: pa.Array  # (m,) large_string: {"counter field": int, ...}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def chunks(self, keys: KeySpace, size: int = CHUNK) -> Iterator[tuple[list[str], list[dict[str, Any]],
-                                                                         list[dict[str, Any]]]]:
-        key_of = keys.users if self.kind == "users" else keys.items
-        for a in range(0, len(self.ids), size):
-            b = min(a + size, len(self.ids))
-            yield key_of(self.ids[a:b].tolist()), self.attributes.dicts(a, b), self.counters.dicts(a, b)
+    def chunks(self, keys: KeySpace, size: int = CHUNK) -> Iterator[tuple[list[str], list[bytes], list[bytes]]]:
+        """(keys, attributes, counters) of `size` records at a time, in `_write_order`."""
+        all_keys = np.array((keys.users if self.kind == "users" else keys.items)(self.ids.tolist()), dtype=object)
+        order = _write_order(all_keys)
+        attributes = self.attributes.take(order).cast(pa.large_binary())
+        counters = self.counters.take(order).cast(pa.large_binary())
+        all_keys = all_keys[order]
+        for a in range(0, len(all_keys), size):
+            yield (all_keys[a:a + size].tolist(), attributes.slice(a, size).to_pylist(),
+                   counters.slice(a, size).to_pylist())
+
+
+def _write_order(keys: np.ndarray) -> np.ndarray:
+    """Records of one cluster slot next to each other (a cluster merges a slot's records in one call),
+    the slots strided over the slot range (slot 0, 128, 256, ..., then 1, 129, ...) so that a chunk
+    spreads over every node of the cluster and the nodes write in parallel."""
+    slots = hash_slots(keys.tolist())
+    return np.argsort((slots % _STRIDE) * SLOTS + slots, kind="stable")
 
 
 @dataclass
@@ -110,61 +103,110 @@ class Popularity:
         return cls(items[known], positives.to_numpy(dtype=np.float64)[known])
 
 
-def _attributes(spec: FeatureSpec, raw_dir: str | Path, table: str, key: str,
-                columns: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """(every entity id, and per column the ids, field names and values of its non-missing cells)."""
+def _json_strings(values: np.ndarray | list[str]) -> pa.Array:
+    """Each string as a JSON string literal: quoted, with `\\`, `"` and control characters escaped."""
+    out = pc.replace_substring(pa.array(values, type=pa.large_string()), "\\", "\\\\")
+    out = pc.replace_substring(out, '"', '\\"')
+    if pc.any(pc.match_substring_regex(out, "[\\x00-\\x1f]")).as_py():
+        for code in range(32):
+            out = pc.replace_substring(out, chr(code), f"\\u{code:04x}")
+    return _concat('"', out, '"')
+
+
+def _concat(*parts: str | pa.Array | pa.Scalar, separator: str = "", skip_nulls: bool = False) -> pa.Array:
+    """Element-wise concatenation of large_string arrays and constants (a null part: a null result,
+    or left out with `skip_nulls`)."""
+    big = [pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*big, pa.scalar(separator, pa.large_string()),
+                                       null_handling="skip" if skip_nulls else "emit_null")
+
+
+def _members(names: pa.Array, values: pa.Array) -> pa.Array:
+    """`"name":value` of each pair (names already JSON strings, values JSON values)."""
+    return _concat(names, values, separator=":")
+
+
+def _table_attributes(spec: FeatureSpec, raw_dir: str | Path, table: str, key: str,
+                      columns: list[str]) -> tuple[np.ndarray, pa.Array]:
+    """(every entity id of the table, its last row winning; its attributes as one JSON object each)."""
     frame = read_table(raw_dir, spec.tables[table], [key, *columns])  # type: ignore[index]
     frame = frame.assign(**{key: as_str(frame[key].to_numpy())}).drop_duplicates(key, keep="last")
     # Times as the unix seconds that the offline loader parses (the service reads them as numbers).
     frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)  # type: ignore[index]
                             for c in spec.time_columns(table) if c in columns})  # type: ignore[arg-type]
-    ids = frame[key].to_numpy(dtype=object)
-    out_ids, fields, values = [], [], []
-    for c in columns:
-        vals = as_str(frame[c].to_numpy())
-        keep = vals != ""
-        out_ids.append(ids[keep])
-        fields.append(np.full(int(keep.sum()), c, dtype=object))
-        values.append(vals[keep])
-    return ids, out_ids, fields, values
+    members = []
+    for c in columns:  # each distinct value escaped once, then taken by code; missing ('') left out
+        codes, uniques = as_dictionary(frame[c].to_numpy())
+        named = _members(pa.repeat(_json_strings([c])[0], len(uniques)), _json_strings(uniques))
+        members.append(pc.if_else(pa.array(uniques != ""), named, None).take(codes))
+    return frame[key].to_numpy(dtype=object), _objects(members, len(frame))
+
+
+def _objects(members: list[pa.Array], n: int) -> pa.Array:
+    """One JSON object per row from columns of members (null: left out)."""
+    body = _concat(*members, separator=",", skip_nulls=True) if members else \
+        pa.repeat(pa.scalar("", pa.large_string()), n)
+    return _concat("{", body, "}")
+
+
+def _counter_members(name: str, totals: pd.DataFrame, subs: list[np.ndarray]) -> list[pa.Array]:
+    """The count and positives members of each row of a statistic's totals (`totals_by_code`); each
+    field name is formatted (`counter_fields`) and escaped once per distinct (sub-key, bucket)."""
+    parts = [totals[f"key{i}"].to_numpy() for i in range(1, len(subs) + 1)]
+    if "bucket" in totals:
+        parts.append(totals["bucket"].to_numpy())
+    field = key_codes(parts) if parts else np.zeros(len(totals), dtype=np.int64)
+    _, first = np.unique(field, return_index=True)
+    sub = sub_key([uniques[totals[f"key{i}"].to_numpy()[first]] for i, uniques in enumerate(subs, 1)]).tolist() \
+        if subs else [""] * len(first)
+    buckets = totals["bucket"].to_numpy()[first].astype(np.int64).tolist() if "bucket" in totals else None
+    return [_members(_json_strings(counter_fields(name, sub, kind, buckets)).take(field),
+                     pc.cast(pa.array(totals[column].to_numpy().astype(np.int64)), pa.large_string()))
+            for kind, column in (("c", "count"), ("p", "positives"))]
 
 
 def collect_records(spec: FeatureSpec, raw_dir: str | Path,
                     as_of: int | None = None) -> tuple[dict[str, EntityRecords], Popularity]:
     """Read the raw tables and compute the statistics' totals and the popularity ranking: the CPU
-    part, no store involved."""
-    attrs: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {}
-    counts: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {}
-    for kind, key in (("users", spec.user_key), ("items", spec.item_key)):
-        ids, a_ids, a_fields, a_values = _attributes(spec, raw_dir, kind, key, spec.source_columns(kind))  # type: ignore[arg-type]
-        attrs[kind] = (a_ids, a_fields, a_values)
-        counts[kind] = ([ids], [], [])  # every listed entity gets a record, with or without events
+    part, no store involved. Keys are integer codes until the JSON of the records is built."""
     frame = load_raw(spec, raw_dir).frame
     ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
-    for name, stat in spec.statistics.items():
-        cols = spec.statistic_key_columns(name)
-        totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s)
-        kind = "users" if cols[0] == spec.user_key else "items"
-        entity = totals["key0"].to_numpy(dtype=object)
-        subs = sub_key([totals[f"key{i}"].to_numpy() for i in range(1, len(cols))]).tolist() \
-            if len(cols) > 1 else [""] * len(totals)
-        buckets = totals["bucket"].astype(np.int64).tolist() if "bucket" in totals else None
-        for field_kind, column in (("c", "count"), ("p", "positives")):
-            counts[kind][0].append(entity)
-            counts[kind][1].append(np.array(counter_fields(name, subs, field_kind, buckets), dtype=object))
-            counts[kind][2].append(totals[column].to_numpy().astype(np.int64))
     records = {}
-    for kind in ("users", "items"):
-        attr_ids, counter_ids = np.concatenate(attrs[kind][0] or [np.empty(0, object)]), np.concatenate(counts[kind][0])
-        codes, uniques = pd.factorize(np.concatenate([counter_ids, attr_ids]))
-        n = len(uniques)
-        # the first id array of `counts` lists every entity without values: no field rows for it
-        c_codes = codes[len(counts[kind][0][0]):len(counter_ids)]
-        records[kind] = EntityRecords(
-            kind, np.asarray(uniques, dtype=object),
-            _Long.of(codes[len(counter_ids):], n, attrs[kind][1], attrs[kind][2], object),
-            _Long.of(c_codes, n, counts[kind][1], counts[kind][2], np.int64))
+    for kind, key in (("users", spec.user_key), ("items", spec.item_key)):
+        ids, attributes = _table_attributes(spec, raw_dir, kind, key, spec.source_columns(kind))  # type: ignore[arg-type]
+        entity, entities = as_dictionary(column_values(frame[key]))
+        counted = np.zeros(len(entities), dtype=bool)
+        rows, members = [], []
+        for name, stat in spec.statistics.items():
+            cols = spec.statistic_key_columns(name)
+            if cols[0] != key:
+                continue
+            dictionaries = [as_dictionary(column_values(frame[c])) for c in cols[1:]]
+            totals = totals_by_code([entity, *(codes for codes, _ in dictionaries)], ts, label, as_of,
+                                    stat.window_s, stat.bucket_s)
+            counted[totals["key0"].to_numpy()] = True
+            for m in _counter_members(name, totals, [uniques for _, uniques in dictionaries]):
+                rows.append(totals["key0"].to_numpy())
+                members.append(m)
+        # every entity of the table gets a record, and so does every entity counted without a row there
+        where = pd.Index(ids).get_indexer(entities)
+        extra = np.flatnonzero((where < 0) & counted)
+        where[extra] = len(ids) + np.arange(len(extra))
+        ids = np.concatenate([ids, entities[extra]])
+        attributes = pa.concat_arrays([attributes, pa.repeat(pa.scalar("{}", pa.large_string()), len(extra))])
+        records[kind] = EntityRecords(kind, ids, attributes, _grouped(where, rows, members, len(ids)))
     return records, Popularity.of(frame, spec, as_of)
+
+
+def _grouped(where: np.ndarray, rows: list[np.ndarray], members: list[pa.Array], n: int) -> pa.Array:
+    """The members of each of n entities joined into one JSON object (entity = where[rows])."""
+    entity = where[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
+    order = np.argsort(entity, kind="stable")
+    offsets = np.searchsorted(entity[order], np.arange(n + 1))
+    values = pa.concat_arrays(members).take(order) if members else pa.array([], pa.large_string())
+    body = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values),
+                          pa.scalar(",", pa.large_string()))
+    return _concat("{", body, "}")
 
 
 async def write_records(store: OnlineStore, keys: KeySpace, records: dict[str, EntityRecords],
@@ -183,7 +225,8 @@ async def write_records(store: OnlineStore, keys: KeySpace, records: dict[str, E
                     n = t.result()
                     if progress:
                         progress(n)
-            pending.add(asyncio.ensure_future(store.write(chunk_keys, attributes, counters, keep_counters, ttl_s)))
+            pending.add(asyncio.ensure_future(store.write_json(chunk_keys, attributes, counters, keep_counters,
+                                                               ttl_s)))
     for n in await asyncio.gather(*pending):
         if progress:
             progress(n)
