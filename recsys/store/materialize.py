@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -41,14 +41,17 @@ from recsys.features.times import to_seconds
 from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table
 from recsys.online.columns import counter_fields
-from recsys.spec import FeatureSpec
+from recsys.spec import FeatureSpec, Table
 from recsys.store.base import OnlineStore
 from recsys.store.keys import SLOTS, KeySpace, hash_slots
 
-__all__ = ["EntityRecords", "Popularity", "collect_records", "write_records", "materialize"]
+__all__ = ["EntityRecords", "Batches", "Popularity", "collect_records", "entity_records", "write_batches",
+           "materialize"]
 
 CHUNK = 2000  # records per pipelined batch: amortizes the round trip without stalling Redis
 IN_FLIGHT = 4  # batches written concurrently (a cluster's nodes work in parallel)
+KINDS: tuple[Table, Table] = ("users", "items")
+T = TypeVar("T")
 _STRIDE = 128  # `_write_order`: a chunk's slots lie 128 apart
 
 
@@ -65,16 +68,29 @@ class EntityRecords:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def chunks(self, keys: KeySpace, size: int = CHUNK) -> Iterator[tuple[list[str], list[bytes], list[bytes]]]:
-        """(keys, attributes, counters) of `size` records at a time, in `_write_order`."""
+    def batches(self, keys: KeySpace) -> "Batches":
+        """The records under their keys, in `_write_order`, encoded as the store takes them."""
         all_keys = np.array((keys.users if self.kind == "users" else keys.items)(self.ids.tolist()), dtype=object)
         order = _write_order(all_keys)
-        attributes = self.attributes.take(order).cast(pa.large_binary())
-        counters = self.counters.take(order).cast(pa.large_binary())
-        all_keys = all_keys[order]
-        for a in range(0, len(all_keys), size):
-            yield (all_keys[a:a + size].tolist(), attributes.slice(a, size).to_pylist(),
-                   counters.slice(a, size).to_pylist())
+        return Batches(all_keys[order], self.attributes.take(order).cast(pa.large_binary()),
+                       self.counters.take(order).cast(pa.large_binary()))
+
+
+@dataclass
+class Batches:
+    """Records ready to write: keys, attributes and counters (JSON objects, UTF-8)."""
+
+    keys: np.ndarray
+    attributes: pa.Array
+    counters: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[list[str], list[bytes], list[bytes]]]:
+        for a in range(0, len(self.keys), size):
+            yield (self.keys[a:a + size].tolist(), self.attributes.slice(a, size).to_pylist(),
+                   self.counters.slice(a, size).to_pylist())
 
 
 def _write_order(keys: np.ndarray) -> np.ndarray:
@@ -126,14 +142,14 @@ def _members(names: pa.Array, values: pa.Array) -> pa.Array:
     return _concat(names, values, separator=":")
 
 
-def _table_attributes(spec: FeatureSpec, raw_dir: str | Path, table: str, key: str,
+def _table_attributes(spec: FeatureSpec, raw_dir: str | Path, table: Table, key: str,
                       columns: list[str]) -> tuple[np.ndarray, pa.Array]:
     """(every entity id of the table, its last row winning; its attributes as one JSON object each)."""
-    frame = read_table(raw_dir, spec.tables[table], [key, *columns])  # type: ignore[index]
+    frame = read_table(raw_dir, spec.tables[table], [key, *columns])
     frame = frame.assign(**{key: as_str(frame[key].to_numpy())}).drop_duplicates(key, keep="last")
     # Times as the unix seconds that the offline loader parses (the service reads them as numbers).
-    frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)  # type: ignore[index]
-                            for c in spec.time_columns(table) if c in columns})  # type: ignore[arg-type]
+    frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)
+                            for c in spec.time_columns(table) if c in columns})
     members = []
     for c in columns:  # each distinct value escaped once, then taken by code; missing ('') left out
         codes, uniques = as_dictionary(frame[c].to_numpy())
@@ -165,37 +181,49 @@ def _counter_members(name: str, totals: pd.DataFrame, subs: list[np.ndarray]) ->
             for kind, column in (("c", "count"), ("p", "positives"))]
 
 
+def statistic_columns(spec: FeatureSpec) -> list[str]:
+    """The columns of the impressions (joined with their users and items) that the statistics' keys read."""
+    return list(dict.fromkeys(c for name in spec.statistics for c in spec.statistic_key_columns(name)))
+
+
 def collect_records(spec: FeatureSpec, raw_dir: str | Path,
                     as_of: int | None = None) -> tuple[dict[str, EntityRecords], Popularity]:
     """Read the raw tables and compute the statistics' totals and the popularity ranking: the CPU
-    part, no store involved. Keys are integer codes until the JSON of the records is built."""
-    frame = load_raw(spec, raw_dir).frame
+    part, no store involved."""
+    frame = load_raw(spec, raw_dir, statistic_columns(spec)).frame
+    return ({kind: entity_records(spec, raw_dir, frame, kind, as_of) for kind in KINDS},
+            Popularity.of(frame, spec, as_of))
+
+
+def entity_records(spec: FeatureSpec, raw_dir: str | Path, frame: pd.DataFrame, kind: Table,
+                   as_of: int | None = None) -> EntityRecords:
+    """The records of the users or the items: the table's attributes and the counters of the
+    statistics keyed by that entity (`frame`: `load_raw`'s). Keys are integer codes until the JSON
+    of the records is built."""
+    key = spec.user_key if kind == "users" else spec.item_key
     ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
-    records = {}
-    for kind, key in (("users", spec.user_key), ("items", spec.item_key)):
-        ids, attributes = _table_attributes(spec, raw_dir, kind, key, spec.source_columns(kind))  # type: ignore[arg-type]
-        entity, entities = as_dictionary(column_values(frame[key]))
-        counted = np.zeros(len(entities), dtype=bool)
-        rows, members = [], []
-        for name, stat in spec.statistics.items():
-            cols = spec.statistic_key_columns(name)
-            if cols[0] != key:
-                continue
-            dictionaries = [as_dictionary(column_values(frame[c])) for c in cols[1:]]
-            totals = totals_by_code([entity, *(codes for codes, _ in dictionaries)], ts, label, as_of,
-                                    stat.window_s, stat.bucket_s)
-            counted[totals["key0"].to_numpy()] = True
-            for m in _counter_members(name, totals, [uniques for _, uniques in dictionaries]):
-                rows.append(totals["key0"].to_numpy())
-                members.append(m)
-        # every entity of the table gets a record, and so does every entity counted without a row there
-        where = pd.Index(ids).get_indexer(entities)
-        extra = np.flatnonzero((where < 0) & counted)
-        where[extra] = len(ids) + np.arange(len(extra))
-        ids = np.concatenate([ids, entities[extra]])
-        attributes = pa.concat_arrays([attributes, pa.repeat(pa.scalar("{}", pa.large_string()), len(extra))])
-        records[kind] = EntityRecords(kind, ids, attributes, _grouped(where, rows, members, len(ids)))
-    return records, Popularity.of(frame, spec, as_of)
+    ids, attributes = _table_attributes(spec, raw_dir, kind, key, spec.source_columns(kind))
+    entity, entities = as_dictionary(column_values(frame[key]))
+    counted = np.zeros(len(entities), dtype=bool)
+    rows, members = [], []
+    for name, stat in spec.statistics.items():
+        cols = spec.statistic_key_columns(name)
+        if cols[0] != key:
+            continue
+        dictionaries = [as_dictionary(column_values(frame[c])) for c in cols[1:]]
+        totals = totals_by_code([entity, *(codes for codes, _ in dictionaries)], ts, label, as_of,
+                                stat.window_s, stat.bucket_s)
+        counted[totals["key0"].to_numpy()] = True
+        for m in _counter_members(name, totals, [uniques for _, uniques in dictionaries]):
+            rows.append(totals["key0"].to_numpy())
+            members.append(m)
+    # every entity of the table gets a record, and so does every entity counted without a row there
+    where = pd.Index(ids).get_indexer(entities)
+    extra = np.flatnonzero((where < 0) & counted)
+    where[extra] = len(ids) + np.arange(len(extra))
+    ids = np.concatenate([ids, entities[extra]])
+    attributes = pa.concat_arrays([attributes, pa.repeat(pa.scalar("{}", pa.large_string()), len(extra))])
+    return EntityRecords(kind, ids, attributes, _grouped(where, rows, members, len(ids)))
 
 
 def _grouped(where: np.ndarray, rows: list[np.ndarray], members: list[pa.Array], n: int) -> pa.Array:
@@ -209,56 +237,68 @@ def _grouped(where: np.ndarray, rows: list[np.ndarray], members: list[pa.Array],
     return _concat("{", body, "}")
 
 
-async def write_records(store: OnlineStore, keys: KeySpace, records: dict[str, EntityRecords],
-                        as_of: int | None = None, ttl_s: int | None = None,
-                        progress: Callable[[int], None] | None = None, *, popular: Popularity,
-                        keep_counters: bool = True) -> dict[str, int]:
-    """Write every record in pipelined chunks (a few in flight) and the popularity ranking, then the
-    meta record that marks the keys complete. `keep_counters`: merge with what events counted
-    since an earlier run (attributes replaced, stored counters kept); else replace them."""
+async def write_batches(store: OnlineStore, batches: Batches, keep_counters: bool = True,
+                        ttl_s: int | None = None, progress: Callable[[int], None] | None = None) -> None:
+    """Write records in pipelined chunks, `IN_FLIGHT` at a time. `keep_counters`: merge with what
+    events counted since an earlier run (attributes replaced, stored counters kept); else replace."""
     pending: set[asyncio.Task[int]] = set()
-    for recs in records.values():
-        for chunk_keys, attributes, counters in recs.chunks(keys):
-            if len(pending) >= IN_FLIGHT:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    n = t.result()
-                    if progress:
-                        progress(n)
-            pending.add(asyncio.ensure_future(store.write_json(chunk_keys, attributes, counters, keep_counters,
-                                                               ttl_s)))
+    for chunk in batches.chunks():
+        if len(pending) >= IN_FLIGHT:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if progress:
+                    progress(t.result())
+        pending.add(asyncio.ensure_future(store.write_json(*chunk, keep_counters, ttl_s)))
     for n in await asyncio.gather(*pending):
         if progress:
             progress(n)
-    await store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(), ttl_s)
-    counts = {kind: len(r) for kind, r in records.items()}
-    meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
-            "materialized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "counters": "kept" if keep_counters else "replaced",
-            **{kind: str(n) for kind, n in counts.items()}}
-    await store.write([keys.meta], [meta], [{}], False, ttl_s)
-    return counts
 
 
 async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore, keys: KeySpace,
                       as_of: int | None = None, ttl_s: int | None = None, progress: bool = False,
                       log: Callable[[str], None] = print, keep_counters: bool = True) -> dict[str, int]:
-    """collect_records (in a worker thread: it is pandas work) + write_records, with a progress bar
-    (`progress`; shown only on a terminal)."""
+    """The users' and the items' records (`entity_records`, in a worker thread: it is pandas and
+    arrow work), each kind written while the next is computed, then the popularity ranking and last
+    the meta record that marks the keys complete; with a progress bar (`progress`; shown only on a
+    terminal)."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    records, popular = await asyncio.to_thread(collect_records, spec, raw_dir, as_of)
-    t1 = time.perf_counter()
-    total = sum(len(r) for r in records.values())
-    with tqdm(total=total, desc="materialize", unit="rec", disable=not progress or not sys.stderr.isatty(),
+    counting = 0.0  # seconds of reading and counting (the writes overlap them)
+
+    async def work(fn: Callable[..., T], *args: Any) -> T:
+        nonlocal counting
+        t = time.perf_counter()
+        out = await asyncio.to_thread(fn, *args)
+        counting += time.perf_counter() - t
+        return out
+
+    counts: dict[str, int] = {}
+    writing: asyncio.Future[None] | None = None
+    frame = (await work(load_raw, spec, raw_dir, statistic_columns(spec))).frame
+    with tqdm(total=0, desc="materialize", unit="rec", disable=not progress or not sys.stderr.isatty(),
               leave=False) as bar:
-        counts = await write_records(store, keys, records, as_of, ttl_s, bar.update, popular=popular,
-                                     keep_counters=keep_counters)
-    t2 = time.perf_counter()
-    log(f"materialized {counts.get('users', 0):,} users + {counts.get('items', 0):,} items into {store.name} "
-        f"({keys.base}*) in {t2 - t0:.1f}s ({t1 - t0:.1f}s reading and counting, writes at "
-        f"{total / max(t2 - t1, 1e-9):,.0f} records/s); counters "
+        for kind in KINDS:
+            batches = await work(lambda k: entity_records(spec, raw_dir, frame, k, as_of).batches(keys), kind)
+            counts[kind] = len(batches)
+            bar.total += len(batches)
+            bar.refresh()
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(write_batches(store, batches, keep_counters, ttl_s, bar.update))
+        popular = await work(Popularity.of, frame, spec, as_of)
+        if writing is not None:
+            await writing
+    await store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(), ttl_s)
+    meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
+            "materialized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "counters": "kept" if keep_counters else "replaced",
+            **{kind: str(n) for kind, n in counts.items()}}
+    await store.write([keys.meta], [meta], [{}], False, ttl_s)
+    seconds = time.perf_counter() - t0
+    log(f"materialized {counts['users']:,} users + {counts['items']:,} items into {store.name} "
+        f"({keys.base}*) in {seconds:.1f}s, {sum(counts.values()) / max(seconds, 1e-9):,.0f} records/s "
+        f"({counting:.1f}s of reading and counting, the writes of one kind overlapping the next's); counters "
         + ("merged: those already stored (events since an earlier run) were kept" if keep_counters
            else "replaced by the log's")
         + (f"; statistics as of {as_of}" if as_of is not None else ""))
