@@ -12,8 +12,11 @@ Beside them, the popularity ranking (a sorted set, `KeySpace.popular`): every it
 before `as_of`, scored by its positive events. The service ranks its top items when a request brings
 no candidates, and POST /v1/events keeps adding to it.
 
-Records are written in pipelined chunks of `CHUNK`, `IN_FLIGHT` chunks at a time (per node on a
-cluster), each record atomically. A re-run against a live service MERGES by default: attributes are
+The records are built as JSON by arrow kernels over integer key codes (no dict or Python call per
+record), and the users' records are written while the items' are computed. They are written in
+pipelined chunks of `CHUNK`, `IN_FLIGHT` chunks at a time, ordered by cluster slot (`_write_order`:
+a cluster merges one slot's records in one call, and a chunk spans every node), each record
+atomically. A re-run against a live service MERGES by default: attributes are
 replaced, and the counters already stored (what POST /v1/events counted since the last run) are kept,
 the log's totals only filling the counters that are absent; `keep_counters=False` (`recsys
 materialize --counters replace`) resets them to what the impression log says. The meta record is
@@ -258,9 +261,9 @@ async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore
                       as_of: int | None = None, ttl_s: int | None = None, progress: bool = False,
                       log: Callable[[str], None] = print, keep_counters: bool = True) -> dict[str, int]:
     """The users' and the items' records (`entity_records`, in a worker thread: it is pandas and
-    arrow work), each kind written while the next is computed, then the popularity ranking and last
-    the meta record that marks the keys complete; with a progress bar (`progress`; shown only on a
-    terminal)."""
+    arrow work), each kind written while the next is computed, the popularity ranking beside the
+    items, and last the meta record that marks the keys complete; with a progress bar (`progress`;
+    shown only on a terminal)."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -287,9 +290,8 @@ async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore
                 await writing
             writing = asyncio.ensure_future(write_batches(store, batches, keep_counters, ttl_s, bar.update))
         popular = await work(Popularity.of, frame, spec, as_of)
-        if writing is not None:
-            await writing
-    await store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(), ttl_s)
+        await asyncio.gather(store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(),
+                                                 ttl_s), *([writing] if writing is not None else []))
     meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
             "materialized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "counters": "kept" if keep_counters else "replaced",
