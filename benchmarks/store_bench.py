@@ -5,7 +5,8 @@
             glide+decode is the shipped `RedisStore.read` (the MGET and the JSON decode of the records)
   write     bulk record writes (materialize's write phase): 1 M records in chunks of 2000, 4 chunks in
             flight, records/s; "replace" = `--counters replace` (MSET), "merge" = the default re-run
-            (the recsys_put function: one call per chunk on one Redis, one per record on a cluster)
+            (the recsys_put function: one call per chunk on one Redis, one per run of keys of one slot
+            on a cluster: here a key's neighbours lie in other slots, materialize orders them by slot)
 
 Clients: valkey-glide (`recsys.store.redis.RedisStore`, the one shipped), redis-py with the hiredis
 parser (`redis.asyncio`, its cluster client on the cluster) and, on one Redis only, the hand-written
@@ -13,11 +14,12 @@ RESP client this project used before (`--baseline DIR`: a checkout of the previo
 that commit's layout (HGETALL of the user + one HMGET of the attribute and counter fields per item).
 With `--materialize RAW` (raw tables of the synthetic spec, e.g. `recsys generate --users 1000000
 --items 1000000`), `recsys materialize`'s own path too: reading and counting, then writing every user and
-item record, into one Redis and into the cluster (merge mode, the default, on empty stores).
-Prints a table and one JSON line (the last line of stdout).
+item record, into one Redis and into the cluster (merge mode, the default), on an empty store and again
+over the records of that first run ("materialize/again": every record merged with a stored one);
+`--only-materialize` runs these cells alone. Prints a table and one JSON line (the last line of stdout).
 
     python benchmarks/store_bench.py --baseline /tmp/store-base [--requests 2000] [--records 1000000] \
-        [--materialize /work/bench-data/store/raw-1m]
+        [--materialize /work/bench-data/store/raw-1m [--only-materialize]]
 """
 
 from __future__ import annotations
@@ -160,20 +162,24 @@ async def bench_writes(url: str, records: int) -> dict[str, Any]:
 
 
 async def bench_materialize(url: str, raw: Path) -> dict[str, Any]:
+    """`materialize` into an empty store, then again over its records (the merge of a re-run)."""
     from recsys.spec import load_spec
     from recsys.store.keys import KeySpace
     from recsys.store.materialize import materialize
 
     store = RedisStore(url)
-    lines: list[str] = []
-    t0 = time.perf_counter()
-    counts = await materialize(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), raw, store,
-                               KeySpace("mat", "bench"), log=lines.append)
-    seconds = time.perf_counter() - t0
+    out = {}
+    for cell in ("materialize", "materialize/again"):
+        lines: list[str] = []
+        t0 = time.perf_counter()
+        counts = await materialize(load_spec(REPO / "pipelines" / "specs" / "synthetic.yaml"), raw, store,
+                                   KeySpace("mat", "bench"), log=lines.append)
+        seconds = time.perf_counter() - t0
+        records = sum(counts.values())
+        out[cell] = {**counts, "seconds": round(seconds, 1), "records_per_s": round(records / seconds),
+                     "log": lines[-1]}
     await store.close()
-    records = sum(counts.values())
-    return {"materialize": {**counts, "seconds": round(seconds, 1), "records_per_s": round(records / seconds),
-                            "log": lines[-1]}}
+    return out
 
 
 def main() -> None:
@@ -182,6 +188,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--materialize", type=Path, help="raw tables of the synthetic spec to materialize")
+    ap.add_argument("--only-materialize", action="store_true", help="skip the read and write cells")
     args = ap.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,8 +198,10 @@ def main() -> None:
         cluster = RedisCluster(Path(tmp) / "cluster", masters=3, replicas=0)
         try:
             for name, url, is_cluster in (("redis", single.url, False), ("cluster", cluster.url, True)):
-                results[name] = asyncio.run(bench_reads(url, is_cluster, args.baseline, args.requests))
-                results[name].update(asyncio.run(bench_writes(url, args.records)))
+                results[name] = {}
+                if not args.only_materialize:
+                    results[name].update(asyncio.run(bench_reads(url, is_cluster, args.baseline, args.requests)))
+                    results[name].update(asyncio.run(bench_writes(url, args.records)))
                 if args.materialize:
                     results[name].update(asyncio.run(bench_materialize(url, args.materialize)))
         finally:
@@ -203,7 +212,7 @@ def main() -> None:
         row = [results[s].get(cell) for s in ("redis", "cluster")]
         text = [("-" if r is None else (f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f} ms" if "p50_ms" in r
                                         else f"{r['records_per_s']:,} rec/s")) for r in row]
-        if cell == "materialize":
+        if cell.startswith("materialize"):
             text = [f"{r['records_per_s']:,} rec/s in {r['seconds']} s" for r in row if r]
         print(f"{cell:<24}{text[0]:>26}{text[1]:>26}")
     print(json.dumps({"bench": "store", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **results}))

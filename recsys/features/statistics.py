@@ -21,7 +21,8 @@ import pandas as pd
 
 from recsys.features.transforms import as_dictionary, as_str
 
-__all__ = ["key_codes", "window_start", "point_in_time_counts", "totals_before", "counter_field", "sub_key"]
+__all__ = ["key_codes", "window_start", "point_in_time_counts", "totals_before", "totals_by_code", "counter_field",
+           "sub_key"]
 
 
 def key_codes(columns: list[np.ndarray]) -> np.ndarray:
@@ -146,13 +147,23 @@ def totals_before(columns: list[np.ndarray], ts: np.ndarray, label: np.ndarray, 
     Every impression before `as_of` counts with the label the log gives it, also when that label
     became known only after `as_of` (delayed labels): the service cannot take a late label for an
     impression it never saw. Exact for requests from `as_of + label delay` on (docs/labels.md)."""
+    dictionaries = [as_dictionary(col) for col in columns]
+    totals = totals_by_code([codes for codes, _ in dictionaries], ts, label, as_of, window_s, bucket_s)
+    return totals.assign(**{f"key{i}": uniques[totals[f"key{i}"].to_numpy()]
+                            for i, (_, uniques) in enumerate(dictionaries)})
+
+
+def totals_by_code(codes: list[np.ndarray], ts: np.ndarray, label: np.ndarray, as_of: int | None,
+                   window_s: int | None = None, bucket_s: int | None = None) -> pd.DataFrame:
+    """`totals_before` of integer key codes (`as_dictionary`), key0..keyK the codes: grouping
+    integers, not strings, is what keeps 10 M impressions fast."""
     ts = np.asarray(ts, dtype=np.int64)
     keep = np.ones(len(ts), dtype=bool) if as_of is None else ts < as_of
     if window_s is not None:
         bucket_s = bucket_s or window_s
         horizon = int(ts.max()) + 1 if as_of is None else as_of
         keep &= ts >= int(window_start(np.array([horizon]), window_s, bucket_s)[0])
-    frame = pd.DataFrame({f"key{i}": as_str(col)[keep] for i, col in enumerate(columns)})
+    frame = pd.DataFrame({f"key{i}": np.asarray(col)[keep] for i, col in enumerate(codes)})
     groups = list(frame.columns)
     if window_s is not None:
         frame["bucket"] = ts[keep] // bucket_s

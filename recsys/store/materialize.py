@@ -12,8 +12,11 @@ Beside them, the popularity ranking (a sorted set, `KeySpace.popular`): every it
 before `as_of`, scored by its positive events. The service ranks its top items when a request brings
 no candidates, and POST /v1/events keeps adding to it.
 
-Records are written in pipelined chunks of `CHUNK`, `IN_FLIGHT` chunks at a time (per node on a
-cluster), each record atomically. A re-run against a live service MERGES by default: attributes are
+The records are built as JSON by arrow kernels over integer key codes (no dict or Python call per
+record), and the users' records are written while the items' are computed. They are written in
+pipelined chunks of `CHUNK`, `IN_FLIGHT` chunks at a time, ordered by cluster slot (`_write_order`:
+a cluster merges one slot's records in one call, and a chunk spans every node), each record
+atomically. A re-run against a live service MERGES by default: attributes are
 replaced, and the counters already stored (what POST /v1/events counted since the last run) are kept,
 the log's totals only filling the counters that are absent; `keep_counters=False` (`recsys
 materialize --counters replace`) resets them to what the impression log says. The meta record is
@@ -28,68 +31,77 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from recsys.features.raw import load_raw
-from recsys.features.statistics import sub_key, totals_before
+from recsys.features.raw import column_values, load_raw
+from recsys.features.statistics import key_codes, sub_key, totals_by_code
 from recsys.features.times import to_seconds
-from recsys.features.transforms import as_str
+from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table
 from recsys.online.columns import counter_fields
-from recsys.spec import FeatureSpec
+from recsys.spec import FeatureSpec, Table
 from recsys.store.base import OnlineStore
-from recsys.store.keys import KeySpace
+from recsys.store.keys import SLOTS, KeySpace, hash_slots
 
-__all__ = ["EntityRecords", "Popularity", "collect_records", "write_records", "materialize"]
+__all__ = ["EntityRecords", "Batches", "Popularity", "collect_records", "entity_records", "write_batches",
+           "materialize"]
 
 CHUNK = 2000  # records per pipelined batch: amortizes the round trip without stalling Redis
 IN_FLIGHT = 4  # batches written concurrently (a cluster's nodes work in parallel)
-
-
-@dataclass
-class _Long:
-    """(entity, field, value) rows grouped by entity: entity i's rows are starts[i]:starts[i + 1]."""
-
-    starts: np.ndarray
-    fields: np.ndarray
-    values: np.ndarray
-
-    @classmethod
-    def of(cls, codes: np.ndarray, n: int, fields: list[np.ndarray], values: list[np.ndarray],
-           dtype: type) -> "_Long":
-        f = np.concatenate(fields) if fields else np.empty(0, dtype=object)
-        v = np.concatenate(values) if values else np.empty(0, dtype=dtype)
-        order = np.argsort(codes, kind="stable")
-        return cls(np.searchsorted(codes[order], np.arange(n + 1)), f[order], v[order])
-
-    def dicts(self, a: int, b: int) -> list[dict[str, Any]]:
-        lo, hi = int(self.starts[a]), int(self.starts[b])
-        fields, values = self.fields[lo:hi].tolist(), self.values[lo:hi].tolist()
-        cut = (self.starts[a:b + 1] - lo).tolist()
-        return [dict(zip(fields[s:e], values[s:e], strict=True)) for s, e in zip(cut[:-1], cut[1:], strict=True)]
+KINDS: tuple[Table, Table] = ("users", "items")
+T = TypeVar("T")
+_STRIDE = 128  # `_write_order`: a chunk's slots lie 128 apart
 
 
 @dataclass
 class EntityRecords:
-    """The records of every user (or item): attributes and counters, built chunk by chunk."""
+    """The records of every user (or item): attributes and counters, each one JSON object per entity
+    (built column-wise by arrow kernels, never a dict per record)."""
 
     kind: str  # "users" | "items"
-    ids: np.ndarray  # (m,) distinct entity ids
-    attributes: _Long  # canonical strings
-    counters: _Long  # int64
+    ids: np.ndarray  # (m,) distinct entity ids (canonical str)
+    attributes: pa.Array  # (m,) large_string: {"column": "canonical string", ...}, missing values left out
+    counters: pa.Array  # (m,) large_string: {"counter field": int, ...}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def chunks(self, keys: KeySpace, size: int = CHUNK) -> Iterator[tuple[list[str], list[dict[str, Any]],
-                                                                         list[dict[str, Any]]]]:
-        key_of = keys.users if self.kind == "users" else keys.items
-        for a in range(0, len(self.ids), size):
-            b = min(a + size, len(self.ids))
-            yield key_of(self.ids[a:b].tolist()), self.attributes.dicts(a, b), self.counters.dicts(a, b)
+    def batches(self, keys: KeySpace) -> "Batches":
+        """The records under their keys, in `_write_order`, encoded as the store takes them."""
+        all_keys = np.array((keys.users if self.kind == "users" else keys.items)(self.ids.tolist()), dtype=object)
+        order = _write_order(all_keys)
+        return Batches(all_keys[order], self.attributes.take(order).cast(pa.large_binary()),
+                       self.counters.take(order).cast(pa.large_binary()))
+
+
+@dataclass
+class Batches:
+    """Records ready to write: keys, attributes and counters (JSON objects, UTF-8)."""
+
+    keys: np.ndarray
+    attributes: pa.Array
+    counters: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[list[str], list[bytes], list[bytes]]]:
+        for a in range(0, len(self.keys), size):
+            yield (self.keys[a:a + size].tolist(), self.attributes.slice(a, size).to_pylist(),
+                   self.counters.slice(a, size).to_pylist())
+
+
+def _write_order(keys: np.ndarray) -> np.ndarray:
+    """Records of one cluster slot next to each other (a cluster merges a slot's records in one call),
+    the slots strided over the slot range (slot 0, 128, 256, ..., then 1, 129, ...) so that a chunk
+    spreads over every node of the cluster and the nodes write in parallel."""
+    slots = hash_slots(keys.tolist())
+    return np.argsort((slots % _STRIDE) * SLOTS + slots, kind="stable")
 
 
 @dataclass
@@ -110,112 +122,185 @@ class Popularity:
         return cls(items[known], positives.to_numpy(dtype=np.float64)[known])
 
 
-def _attributes(spec: FeatureSpec, raw_dir: str | Path, table: str, key: str,
-                columns: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """(every entity id, and per column the ids, field names and values of its non-missing cells)."""
-    frame = read_table(raw_dir, spec.tables[table], [key, *columns])  # type: ignore[index]
+def _json_strings(values: np.ndarray | list[str]) -> pa.Array:
+    """Each string as a JSON string literal: quoted, with `\\`, `"` and control characters escaped."""
+    out = pc.replace_substring(pa.array(values, type=pa.large_string()), "\\", "\\\\")
+    out = pc.replace_substring(out, '"', '\\"')
+    if pc.any(pc.match_substring_regex(out, "[\\x00-\\x1f]")).as_py():
+        for code in range(32):
+            out = pc.replace_substring(out, chr(code), f"\\u{code:04x}")
+    return _concat('"', out, '"')
+
+
+def _concat(*parts: str | pa.Array | pa.Scalar, separator: str = "", skip_nulls: bool = False) -> pa.Array:
+    """Element-wise concatenation of large_string arrays and constants (a null part: a null result,
+    or left out with `skip_nulls`)."""
+    big = [pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*big, pa.scalar(separator, pa.large_string()),
+                                       null_handling="skip" if skip_nulls else "emit_null")
+
+
+def _members(names: pa.Array, values: pa.Array) -> pa.Array:
+    """`"name":value` of each pair (names already JSON strings, values JSON values)."""
+    return _concat(names, values, separator=":")
+
+
+def _table_attributes(spec: FeatureSpec, raw_dir: str | Path, table: Table, key: str,
+                      columns: list[str]) -> tuple[np.ndarray, pa.Array]:
+    """(every entity id of the table, its last row winning; its attributes as one JSON object each)."""
+    frame = read_table(raw_dir, spec.tables[table], [key, *columns])
     frame = frame.assign(**{key: as_str(frame[key].to_numpy())}).drop_duplicates(key, keep="last")
     # Times as the unix seconds that the offline loader parses (the service reads them as numbers).
-    frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)  # type: ignore[index]
-                            for c in spec.time_columns(table) if c in columns})  # type: ignore[arg-type]
-    ids = frame[key].to_numpy(dtype=object)
-    out_ids, fields, values = [], [], []
-    for c in columns:
-        vals = as_str(frame[c].to_numpy())
-        keep = vals != ""
-        out_ids.append(ids[keep])
-        fields.append(np.full(int(keep.sum()), c, dtype=object))
-        values.append(vals[keep])
-    return ids, out_ids, fields, values
+    frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)
+                            for c in spec.time_columns(table) if c in columns})
+    members = []
+    for c in columns:  # each distinct value escaped once, then taken by code; missing ('') left out
+        codes, uniques = as_dictionary(frame[c].to_numpy())
+        named = _members(pa.repeat(_json_strings([c])[0], len(uniques)), _json_strings(uniques))
+        members.append(pc.if_else(pa.array(uniques != ""), named, None).take(codes))
+    return frame[key].to_numpy(dtype=object), _objects(members, len(frame))
+
+
+def _objects(members: list[pa.Array], n: int) -> pa.Array:
+    """One JSON object per row from columns of members (null: left out)."""
+    body = _concat(*members, separator=",", skip_nulls=True) if members else \
+        pa.repeat(pa.scalar("", pa.large_string()), n)
+    return _concat("{", body, "}")
+
+
+def _counter_members(name: str, totals: pd.DataFrame, subs: list[np.ndarray]) -> list[pa.Array]:
+    """The count and positives members of each row of a statistic's totals (`totals_by_code`); each
+    field name is formatted (`counter_fields`) and escaped once per distinct (sub-key, bucket)."""
+    parts = [totals[f"key{i}"].to_numpy() for i in range(1, len(subs) + 1)]
+    if "bucket" in totals:
+        parts.append(totals["bucket"].to_numpy())
+    field = key_codes(parts) if parts else np.zeros(len(totals), dtype=np.int64)
+    _, first = np.unique(field, return_index=True)
+    sub = sub_key([uniques[totals[f"key{i}"].to_numpy()[first]] for i, uniques in enumerate(subs, 1)]).tolist() \
+        if subs else [""] * len(first)
+    buckets = totals["bucket"].to_numpy()[first].astype(np.int64).tolist() if "bucket" in totals else None
+    return [_members(_json_strings(counter_fields(name, sub, kind, buckets)).take(field),
+                     pc.cast(pa.array(totals[column].to_numpy().astype(np.int64)), pa.large_string()))
+            for kind, column in (("c", "count"), ("p", "positives"))]
+
+
+def statistic_columns(spec: FeatureSpec) -> list[str]:
+    """The columns of the impressions (joined with their users and items) that the statistics' keys read."""
+    return list(dict.fromkeys(c for name in spec.statistics for c in spec.statistic_key_columns(name)))
 
 
 def collect_records(spec: FeatureSpec, raw_dir: str | Path,
                     as_of: int | None = None) -> tuple[dict[str, EntityRecords], Popularity]:
     """Read the raw tables and compute the statistics' totals and the popularity ranking: the CPU
     part, no store involved."""
-    attrs: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {}
-    counts: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {}
-    for kind, key in (("users", spec.user_key), ("items", spec.item_key)):
-        ids, a_ids, a_fields, a_values = _attributes(spec, raw_dir, kind, key, spec.source_columns(kind))  # type: ignore[arg-type]
-        attrs[kind] = (a_ids, a_fields, a_values)
-        counts[kind] = ([ids], [], [])  # every listed entity gets a record, with or without events
-    frame = load_raw(spec, raw_dir).frame
+    frame = load_raw(spec, raw_dir, statistic_columns(spec)).frame
+    return ({kind: entity_records(spec, raw_dir, frame, kind, as_of) for kind in KINDS},
+            Popularity.of(frame, spec, as_of))
+
+
+def entity_records(spec: FeatureSpec, raw_dir: str | Path, frame: pd.DataFrame, kind: Table,
+                   as_of: int | None = None) -> EntityRecords:
+    """The records of the users or the items: the table's attributes and the counters of the
+    statistics keyed by that entity (`frame`: `load_raw`'s). Keys are integer codes until the JSON
+    of the records is built."""
+    key = spec.user_key if kind == "users" else spec.item_key
     ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
+    ids, attributes = _table_attributes(spec, raw_dir, kind, key, spec.source_columns(kind))
+    entity, entities = as_dictionary(column_values(frame[key]))
+    counted = np.zeros(len(entities), dtype=bool)
+    rows, members = [], []
     for name, stat in spec.statistics.items():
         cols = spec.statistic_key_columns(name)
-        totals = totals_before([frame[c].to_numpy() for c in cols], ts, label, as_of, stat.window_s, stat.bucket_s)
-        kind = "users" if cols[0] == spec.user_key else "items"
-        entity = totals["key0"].to_numpy(dtype=object)
-        subs = sub_key([totals[f"key{i}"].to_numpy() for i in range(1, len(cols))]).tolist() \
-            if len(cols) > 1 else [""] * len(totals)
-        buckets = totals["bucket"].astype(np.int64).tolist() if "bucket" in totals else None
-        for field_kind, column in (("c", "count"), ("p", "positives")):
-            counts[kind][0].append(entity)
-            counts[kind][1].append(np.array(counter_fields(name, subs, field_kind, buckets), dtype=object))
-            counts[kind][2].append(totals[column].to_numpy().astype(np.int64))
-    records = {}
-    for kind in ("users", "items"):
-        attr_ids, counter_ids = np.concatenate(attrs[kind][0] or [np.empty(0, object)]), np.concatenate(counts[kind][0])
-        codes, uniques = pd.factorize(np.concatenate([counter_ids, attr_ids]))
-        n = len(uniques)
-        # the first id array of `counts` lists every entity without values: no field rows for it
-        c_codes = codes[len(counts[kind][0][0]):len(counter_ids)]
-        records[kind] = EntityRecords(
-            kind, np.asarray(uniques, dtype=object),
-            _Long.of(codes[len(counter_ids):], n, attrs[kind][1], attrs[kind][2], object),
-            _Long.of(c_codes, n, counts[kind][1], counts[kind][2], np.int64))
-    return records, Popularity.of(frame, spec, as_of)
+        if cols[0] != key:
+            continue
+        dictionaries = [as_dictionary(column_values(frame[c])) for c in cols[1:]]
+        totals = totals_by_code([entity, *(codes for codes, _ in dictionaries)], ts, label, as_of,
+                                stat.window_s, stat.bucket_s)
+        counted[totals["key0"].to_numpy()] = True
+        for m in _counter_members(name, totals, [uniques for _, uniques in dictionaries]):
+            rows.append(totals["key0"].to_numpy())
+            members.append(m)
+    # every entity of the table gets a record, and so does every entity counted without a row there
+    where = pd.Index(ids).get_indexer(entities)
+    extra = np.flatnonzero((where < 0) & counted)
+    where[extra] = len(ids) + np.arange(len(extra))
+    ids = np.concatenate([ids, entities[extra]])
+    attributes = pa.concat_arrays([attributes, pa.repeat(pa.scalar("{}", pa.large_string()), len(extra))])
+    return EntityRecords(kind, ids, attributes, _grouped(where, rows, members, len(ids)))
 
 
-async def write_records(store: OnlineStore, keys: KeySpace, records: dict[str, EntityRecords],
-                        as_of: int | None = None, ttl_s: int | None = None,
-                        progress: Callable[[int], None] | None = None, *, popular: Popularity,
-                        keep_counters: bool = True) -> dict[str, int]:
-    """Write every record in pipelined chunks (a few in flight) and the popularity ranking, then the
-    meta record that marks the keys complete. `keep_counters`: merge with what events counted
-    since an earlier run (attributes replaced, stored counters kept); else replace them."""
+def _grouped(where: np.ndarray, rows: list[np.ndarray], members: list[pa.Array], n: int) -> pa.Array:
+    """The members of each of n entities joined into one JSON object (entity = where[rows])."""
+    entity = where[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
+    order = np.argsort(entity, kind="stable")
+    offsets = np.searchsorted(entity[order], np.arange(n + 1))
+    values = pa.concat_arrays(members).take(order) if members else pa.array([], pa.large_string())
+    body = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values),
+                          pa.scalar(",", pa.large_string()))
+    return _concat("{", body, "}")
+
+
+async def write_batches(store: OnlineStore, batches: Batches, keep_counters: bool = True,
+                        ttl_s: int | None = None, progress: Callable[[int], None] | None = None) -> None:
+    """Write records in pipelined chunks, `IN_FLIGHT` at a time. `keep_counters`: merge with what
+    events counted since an earlier run (attributes replaced, stored counters kept); else replace."""
     pending: set[asyncio.Task[int]] = set()
-    for recs in records.values():
-        for chunk_keys, attributes, counters in recs.chunks(keys):
-            if len(pending) >= IN_FLIGHT:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    n = t.result()
-                    if progress:
-                        progress(n)
-            pending.add(asyncio.ensure_future(store.write(chunk_keys, attributes, counters, keep_counters, ttl_s)))
+    for chunk in batches.chunks():
+        if len(pending) >= IN_FLIGHT:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if progress:
+                    progress(t.result())
+        pending.add(asyncio.ensure_future(store.write_json(*chunk, keep_counters, ttl_s)))
     for n in await asyncio.gather(*pending):
         if progress:
             progress(n)
-    await store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(), ttl_s)
-    counts = {kind: len(r) for kind, r in records.items()}
-    meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
-            "materialized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "counters": "kept" if keep_counters else "replaced",
-            **{kind: str(n) for kind, n in counts.items()}}
-    await store.write([keys.meta], [meta], [{}], False, ttl_s)
-    return counts
 
 
 async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore, keys: KeySpace,
                       as_of: int | None = None, ttl_s: int | None = None, progress: bool = False,
                       log: Callable[[str], None] = print, keep_counters: bool = True) -> dict[str, int]:
-    """collect_records (in a worker thread: it is pandas work) + write_records, with a progress bar
-    (`progress`; shown only on a terminal)."""
+    """The users' and the items' records (`entity_records`, in a worker thread: it is pandas and
+    arrow work), each kind written while the next is computed, the popularity ranking beside the
+    items, and last the meta record that marks the keys complete; with a progress bar (`progress`;
+    shown only on a terminal)."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    records, popular = await asyncio.to_thread(collect_records, spec, raw_dir, as_of)
-    t1 = time.perf_counter()
-    total = sum(len(r) for r in records.values())
-    with tqdm(total=total, desc="materialize", unit="rec", disable=not progress or not sys.stderr.isatty(),
+    counting = 0.0  # seconds of reading and counting (the writes overlap them)
+
+    async def work(fn: Callable[..., T], *args: Any) -> T:
+        nonlocal counting
+        t = time.perf_counter()
+        out = await asyncio.to_thread(fn, *args)
+        counting += time.perf_counter() - t
+        return out
+
+    counts: dict[str, int] = {}
+    writing: asyncio.Future[None] | None = None
+    frame = (await work(load_raw, spec, raw_dir, statistic_columns(spec))).frame
+    with tqdm(total=0, desc="materialize", unit="rec", disable=not progress or not sys.stderr.isatty(),
               leave=False) as bar:
-        counts = await write_records(store, keys, records, as_of, ttl_s, bar.update, popular=popular,
-                                     keep_counters=keep_counters)
-    t2 = time.perf_counter()
-    log(f"materialized {counts.get('users', 0):,} users + {counts.get('items', 0):,} items into {store.name} "
-        f"({keys.base}*) in {t2 - t0:.1f}s ({t1 - t0:.1f}s reading and counting, writes at "
-        f"{total / max(t2 - t1, 1e-9):,.0f} records/s); counters "
+        for kind in KINDS:
+            batches = await work(lambda k: entity_records(spec, raw_dir, frame, k, as_of).batches(keys), kind)
+            counts[kind] = len(batches)
+            bar.total += len(batches)
+            bar.refresh()
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(write_batches(store, batches, keep_counters, ttl_s, bar.update))
+        popular = await work(Popularity.of, frame, spec, as_of)
+        await asyncio.gather(store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(),
+                                                 ttl_s), *([writing] if writing is not None else []))
+    meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
+            "materialized_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "counters": "kept" if keep_counters else "replaced",
+            **{kind: str(n) for kind, n in counts.items()}}
+    await store.write([keys.meta], [meta], [{}], False, ttl_s)
+    seconds = time.perf_counter() - t0
+    log(f"materialized {counts['users']:,} users + {counts['items']:,} items into {store.name} "
+        f"({keys.base}*) in {seconds:.1f}s, {sum(counts.values()) / max(seconds, 1e-9):,.0f} records/s "
+        f"({counting:.1f}s of reading and counting, the writes of one kind overlapping the next's); counters "
         + ("merged: those already stored (events since an earlier run) were kept" if keep_counters
            else "replaced by the log's")
         + (f"; statistics as of {as_of}" if as_of is not None else ""))

@@ -11,6 +11,8 @@ import heapq
 import time
 from typing import Mapping, Sequence
 
+import orjson
+
 from recsys.errors import StoreError
 from recsys.store.base import Record, finite_scores, live_counters
 
@@ -62,6 +64,11 @@ class MemoryStore:
             else:
                 self._data.pop(key, None)
         return len(keys)
+
+    async def write_json(self, keys: Sequence[str], attributes: Sequence[bytes], counters: Sequence[bytes],
+                         keep_counters: bool = False, ttl_s: int | None = None) -> int:
+        return await self.write(keys, list(map(orjson.loads, attributes)), list(map(orjson.loads, counters)),
+                                keep_counters, ttl_s)
 
     async def increment(self, keys: Sequence[str], amounts: Sequence[Mapping[str, int]],
                         expired_before: Mapping[str, int] | None = None, ttl_s: int | None = None) -> None:

@@ -70,6 +70,15 @@ async def test_keep_counters_replaces_attributes_and_keeps_live_counts(store: On
     assert await store.read([k + "u"]) == [{"a": {"age": "31"}, "c": {"s:c": 5}}]
 
 
+async def test_json_merges_over_many_slots_keep_each_records_stored_counters(store: OnlineStore, k: str) -> None:
+    keys = [f"{k}{{u:{i}}}" for i in range(300)]  # unordered slots: one merge call per run of one slot
+    await store.write(keys[::2], [{"n": "old"}] * 150, [{"s:c": 100}] * 150)
+    await store.write_json(keys, [b'{"n":"%d"}' % i for i in range(300)],
+                           [b'{"s:c":%d,"t:c":1}' % i for i in range(300)], keep_counters=True)
+    assert await store.read(keys) == [{"a": {"n": str(i)}, "c": {"s:c": 100 if i % 2 == 0 else i, "t:c": 1}}
+                                      for i in range(300)]
+
+
 async def test_increments_add_and_create_records(store: OnlineStore, k: str) -> None:
     await store.write([k + "u"], [{"name": "n"}], [{"c": 2}])
     await store.increment([k + "u", k + "new"], [{"c": 1, "p": 0}, {"c": 5}])
