@@ -5,7 +5,7 @@
             glide+decode is the shipped `RedisStore.read` (the MGET and the JSON decode of the records)
   write     bulk record writes (materialize's write phase): 1 M records in chunks of 2000, 4 chunks in
             flight, records/s; "replace" = `--counters replace` (MSET), "merge" = the default re-run
-            (the recsys_put function: one call per chunk on one Redis, one per run of keys of one slot
+            (the recsys_v2_put function: one call per chunk on one Redis, one per run of keys of one slot
             on a cluster: here a key's neighbours lie in other slots, materialize orders them by slot)
 
 Clients: valkey-glide (`recsys.store.redis.RedisStore`, the one shipped), redis-py with the hiredis

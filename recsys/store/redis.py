@@ -12,9 +12,10 @@ reachable nodes seed the client, which discovers the rest.
 
 - A request's read is ONE `MGET` of the meta, user and item records; on a cluster glide splits it
   per node and sends the parts in parallel.
-- Counters change server-side, in the `recsys` Redis Function library (`LIBRARY`, loaded by FUNCTION
-  LOAD when the write client connects, and again when a restarted or new node lacks it):
-  `recsys_add` adds amounts and drops expired window buckets (bounded records), `recsys_put` writes
+- Counters change server-side, in the `recsys_v2` Redis Function library (`LIBRARY`, loaded by
+  FUNCTION LOAD when the write client connects, and again when a restarted or new node lacks it; the
+  version in its name lets two versions of the service share a Redis during an upgrade):
+  `recsys_v2_add` adds amounts and drops expired window buckets (bounded records), `recsys_v2_put` writes
   a record keeping the counters already stored (a re-materialize merges with live events).
 - Reads and writes use separate clients, so a burst of events or a materialize never queues in
   front of a ranking read; every call has a deadline (`timeout_s` reads, `write_timeout_s` writes).
@@ -65,9 +66,14 @@ Role = Literal["read", "write"]
 _ZADD_CHUNK = 10_000  # members per ZADD command in `write_ranking`
 _EMPTY_RECORD = b'{"a":{},"c":{}}'  # no attributes and no counters: `write` deletes the record
 
+# The library's and its functions' names carry the version of their argument formats: during a
+# rolling upgrade, services of two versions each load their own library (FUNCTION LOAD REPLACE of one
+# name) and never replace the functions the other calls. Bump it with any change of arguments.
+ADD, PUT = "recsys_v2_add", "recsys_v2_put"
+
 # Counters: `c` of the record; a field `<statistic>:...@<bucket>` whose prefix is in `live` and whose
 # bucket is below that prefix's first live bucket has left its window and is dropped.
-LIBRARY = """#!lua name=recsys
+LIBRARY = """#!lua name=recsys_v2
 local function prune(c, live)
   for f, _ in pairs(c) do
     local b = string.match(f, "@(%-?%d+)$")
@@ -95,7 +101,7 @@ local function save(key, rec, ttl, keep_ttl)
 end
 
 -- keys: the record; args: amounts {field: n} (JSON), live {prefix: first bucket} (JSON), ttl (0 = keep)
-redis.register_function('recsys_add', function(keys, args)
+redis.register_function('recsys_v2_add', function(keys, args)
   local old = redis.call('GET', keys[1])
   local rec = old and cjson.decode(old) or {a = {}, c = {}}
   local c = rec.c or {}
@@ -110,7 +116,7 @@ end)
 -- {"a":{...},"c":{...}}). The counters already stored win, the new ones fill the fields that are
 -- absent; a key without a record gets the record as given, no JSON parsed (a first materialize).
 -- Packed in three arguments: a client converts each argument separately (~1 us apiece in glide).
-redis.register_function('recsys_put', function(keys, args)
+redis.register_function('recsys_v2_put', function(keys, args)
   local ttl, records, at, i = tonumber(args[1]), args[3], 1, 1
   for n, prefix in string.gmatch(args[2], "(%d+):(%d+),") do
     local v = string.sub(records, at, at + n - 1)
@@ -347,7 +353,7 @@ class RedisStore:
             def fcalls() -> Batch | ClusterBatch:
                 batch = self._batch()
                 for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-                    batch.fcall("recsys_put", list(keys[a:b]), [ttl, b"".join(sizes[a:b]), b"".join(values[a:b])])
+                    batch.fcall(PUT, list(keys[a:b]), [ttl, b"".join(sizes[a:b]), b"".join(values[a:b])])
                 return batch
 
             await self._fcall_retry(what, fcalls)
@@ -379,7 +385,7 @@ class RedisStore:
         def build() -> Batch | ClusterBatch:
             batch = self._batch()
             for key, arg in zip(keys, args, strict=True):
-                batch.fcall("recsys_add", [key], [arg, live, ttl])
+                batch.fcall(ADD, [key], [arg, live, ttl])
             return batch
 
         await self._fcall_retry(f"counter increments of {len(keys)} records", build)

@@ -194,3 +194,27 @@ async def test_ranking_increments_set_its_expiry(store: OnlineStore, k: str) -> 
     await asyncio.sleep(1.2)
     assert await store.top(f"{k}r", 1) == []
 
+
+
+async def test_a_service_of_another_version_reloading_its_library_leaves_ours_working(redis_url: str,
+                                                                                       k: str) -> None:
+    """A rolling upgrade: an older service on the same Redis re-loads ITS function library (FUNCTION
+    LOAD REPLACE of its own name) while this one writes; ours keeps its own library and arguments."""
+    import redis as redis_py
+
+    from recsys.store.redis import LIBRARY
+
+    store = RedisStore(redis_url)
+    try:
+        await store.write([k + "r"], [{"x": "1"}], [{"s:c": 1}], keep_counters=True)
+        older = redis_py.Redis.from_url(redis_url)
+        older.function_load("#!lua name=recsys\nredis.register_function('recsys_put', function(keys, args) "
+                            "return 0 end)\nredis.register_function('recsys_add', function(keys, args) "
+                            "return 0 end)", replace=True)
+        older.function_load(LIBRARY, replace=True)  # a second service of this version: same library, no clash
+        older.close()
+        await store.write([k + "r"], [{"x": "2"}], [{"s:c": 5, "s:p": 1}], keep_counters=True)
+        await store.increment([k + "r"], [{"s:c": 1}], {})
+        assert await store.read([k + "r"]) == [{"a": {"x": "2"}, "c": {"s:c": 2, "s:p": 1}}]
+    finally:
+        await store.close()
