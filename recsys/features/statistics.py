@@ -21,8 +21,8 @@ import pandas as pd
 
 from recsys.features.transforms import as_dictionary, as_str
 
-__all__ = ["key_codes", "window_start", "point_in_time_counts", "totals_before", "totals_by_code", "counter_field",
-           "sub_key"]
+__all__ = ["key_codes", "radix_order", "window_start", "point_in_time_counts", "totals_before", "totals_by_code",
+           "counter_field", "sub_key"]
 
 
 def key_codes(columns: list[np.ndarray]) -> np.ndarray:
@@ -121,11 +121,18 @@ def _by_code_then_time(codes: np.ndarray, ts: np.ndarray, composite: np.ndarray)
     already in time order (build-features sorts them) only need a stable sort by code: one or two
     16-bit radix passes, O(n) and about twice as fast as sorting the composites."""
     if codes.min() >= 0 and codes.max() < 2**32 and bool(np.all(ts[1:] >= ts[:-1])):
-        order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
-        if codes.max() >= 2**16:
-            order = order[np.argsort((codes[order] >> 16).astype(np.uint16), kind="stable")]
-        return order
+        return radix_order(codes)
     return np.argsort(composite)
+
+
+def radix_order(codes: np.ndarray) -> np.ndarray:
+    """The stable order of integer codes in [0, 2**32): one or two 16-bit passes of numpy's stable
+    argsort, a radix sort for 16-bit keys (O(n)); a stable sort of the int64 codes (a merge sort)
+    took several times longer."""
+    order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+    if len(codes) and codes.max() >= 2**16:
+        order = order[np.argsort((codes[order] >> 16).astype(np.uint16), kind="stable")]
+    return order
 
 
 def _run_starts(sorted_values: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.features.raw import column_values, load_raw
-from recsys.features.statistics import key_codes, sub_key, totals_by_code
+from recsys.features.statistics import key_codes, radix_order, sub_key, totals_by_code
 from recsys.features.times import to_seconds
 from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table
@@ -232,8 +232,9 @@ def entity_records(spec: FeatureSpec, raw_dir: str | Path, frame: pd.DataFrame, 
 def _grouped(where: np.ndarray, rows: list[np.ndarray], members: list[pa.Array], n: int) -> pa.Array:
     """The members of each of n entities joined into one JSON object (entity = where[rows])."""
     entity = where[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
-    order = np.argsort(entity, kind="stable")
-    offsets = np.searchsorted(entity[order], np.arange(n + 1))
+    order = radix_order(entity)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(entity, minlength=n), out=offsets[1:])
     values = pa.concat_arrays(members).take(order) if members else pa.array([], pa.large_string())
     body = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values),
                           pa.scalar(",", pa.large_string()))
