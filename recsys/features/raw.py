@@ -11,7 +11,7 @@ pipeline one column at a time.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -24,8 +24,8 @@ from recsys.features.transforms import as_dictionary, as_str
 from recsys.io import read_table, table_columns
 from recsys.spec import FeatureSpec, Table
 
-__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw", "check_columns", "label_times",
-           "LABEL_TIME"]
+__all__ = ["RawData", "RawColumns", "column_values", "as_slice", "load_raw", "entity_table", "check_columns",
+           "label_times", "LABEL_TIME"]
 
 LABEL_TIME = "__label_time"  # with delayed labels: each label's time (`label_times`), int64 seconds
 
@@ -38,6 +38,9 @@ class RawData:
     frame: pd.DataFrame
     context_columns: list[str]
     fingerprint: str | None  # None: a subset of the columns was loaded (`load_raw(only=...)`)
+    # user and item key column -> the row of each of its categories in the deduplicated table
+    # (`entity_table`; -1: no row there), the join's lookup kept for `materialize`
+    entity_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def columns(self, index: np.ndarray | slice = slice(None)) -> "RawColumns":
         return RawColumns(self.frame, as_slice(index))
@@ -139,11 +142,11 @@ def _compact(series: pd.Series) -> Any:
     return _categorical(series)
 
 
-def _join(keys: pd.Categorical, table: pd.DataFrame, key: str, columns: list[str]) -> dict[str, Any]:
-    """Attributes of each impression's entity, looked up once per distinct key and broadcast by code;
-    unknown entities get missing values (NaN), as a left join would."""
-    entities = _unique_by(table, key)
-    row = entities.index.get_indexer(pd.Index(keys.categories, dtype=object))[keys.codes]
+def _join(keys: pd.Categorical, entities: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> dict[str, Any]:
+    """Attributes of each impression's entity (`entities`: `entity_table`'s, `rows`: the table row of each
+    key category), looked up once per distinct key and broadcast by code; unknown entities get
+    missing values (NaN), as a left join would."""
+    row = rows[keys.codes]
     unknown = bool((row < 0).any())
     out: dict[str, Any] = {}
     for c in columns:
@@ -155,11 +158,27 @@ def _join(keys: pd.Categorical, table: pd.DataFrame, key: str, columns: list[str
     return out
 
 
-def load_raw(spec: FeatureSpec, raw_dir: str | Path, only: Sequence[str] | None = None) -> RawData:
+def entity_table(spec: FeatureSpec, raw_dir: str | Path, table: Table, columns: list[str]) -> pd.DataFrame:
+    """The users or items table: these attribute columns (times as float unix seconds), one row per
+    entity (its last row winning), indexed by the canonical key."""
+    key = spec.user_key if table == "users" else spec.item_key
+    return _unique_by(_parse_times(spec, table, _read(raw_dir, spec.tables[table], [key, *columns], spec)), key)
+
+
+def _rows(entities: pd.DataFrame, keys: pd.Categorical) -> np.ndarray:
+    """The row of each key category in an `entity_table` (-1: none)."""
+    rows: np.ndarray = entities.index.get_indexer(pd.Index(keys.categories, dtype=object))
+    return rows
+
+
+def load_raw(spec: FeatureSpec, raw_dir: str | Path, only: Sequence[str] | None = None,
+             entities: Mapping[Table, pd.DataFrame] | None = None) -> RawData:
     """Read and validate the three tables, join attributes onto impressions, sort by time.
     `only`: just these attribute, context and passthrough columns (keys, timestamp and labels
     always), and no fingerprint: `materialize` needs the statistics' keys alone, and joining and
-    hashing every column took a third of its reading time."""
+    hashing every column took a third of its reading time. `entities` (with `only`): the users and
+    items tables already read (`entity_table`, holding at least the wanted columns), which
+    `materialize` reads once for the join and for the records' attributes."""
 
     def wanted(cols: list[str]) -> list[str]:
         return [c for c in cols if only is None or c in only]
@@ -176,14 +195,18 @@ def load_raw(spec: FeatureSpec, raw_dir: str | Path, only: Sequence[str] | None 
         found = sorted(map(str, imp.loc[bad, spec.label].unique()[:5]))
         raise DataError(f"label column '{spec.label}' must be 0/1; found {found} (fix: binarize it, e.g. rating >= 4)")
     ucols, icols = wanted(spec.source_columns("users")), wanted(spec.source_columns("items"))
-    users = _read(raw_dir, spec.tables["users"], [spec.user_key, *ucols], spec)
-    items = _read(raw_dir, spec.tables["items"], [spec.item_key, *icols], spec)
     # Strings as categories first: the fingerprint then hashes each distinct value once.
     imp = imp.assign(**{c: imp[c].astype("category") for c in imp.columns
                         if c not in (spec.timestamp, spec.label) and imp[c].dtype.kind not in "iufbmM"})
-    fingerprint = _fingerprint([imp, users, items]) if only is None else None
-    users, items = _parse_times(spec, "users", users), _parse_times(spec, "items", items)
+    fingerprint = None
+    if entities is None:
+        users = _read(raw_dir, spec.tables["users"], [spec.user_key, *ucols], spec)
+        items = _read(raw_dir, spec.tables["items"], [spec.item_key, *icols], spec)
+        fingerprint = _fingerprint([imp, users, items]) if only is None else None
+        entities = {"users": _unique_by(_parse_times(spec, "users", users), spec.user_key),
+                    "items": _unique_by(_parse_times(spec, "items", items), spec.item_key)}
     user, item = _categorical(imp[spec.user_key]), _categorical(imp[spec.item_key])
+    rows = {spec.user_key: _rows(entities["users"], user), spec.item_key: _rows(entities["items"], item)}
     ts = _timestamps(imp[spec.timestamp], spec.tables["impressions"], spec.timestamp)
     y = labels.to_numpy().astype(np.int8)
     columns: dict[str, Any] = {
@@ -199,12 +222,13 @@ def load_raw(spec: FeatureSpec, raw_dir: str | Path, only: Sequence[str] | None 
     for c in ctx + passthrough:
         columns.setdefault(c, _compact(imp[c]))
     del imp, labels
-    for c, values in {**_join(user, users, spec.user_key, ucols), **_join(item, items, spec.item_key, icols)}.items():
+    for c, values in {**_join(user, entities["users"], rows[spec.user_key], ucols),
+                      **_join(item, entities["items"], rows[spec.item_key], icols)}.items():
         columns.setdefault(c, values)
     frame = pd.DataFrame(columns, copy=False)
     if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
         frame = frame.iloc[np.argsort(ts, kind="stable")].reset_index(drop=True)
-    return RawData(frame=frame, context_columns=ctx, fingerprint=fingerprint)
+    return RawData(frame=frame, context_columns=ctx, fingerprint=fingerprint, entity_rows=rows)
 
 
 def _parse_times(spec: FeatureSpec, table: Table, frame: pd.DataFrame) -> pd.DataFrame:

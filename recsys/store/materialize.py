@@ -38,11 +38,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.features.raw import column_values, load_raw
+from recsys.features.raw import RawData, column_values, entity_table, load_raw
 from recsys.features.statistics import key_codes, radix_order, sub_key, totals_by_code
-from recsys.features.times import to_seconds
 from recsys.features.transforms import as_dictionary, as_str
-from recsys.io import read_table
 from recsys.online.columns import counter_fields
 from recsys.spec import FeatureSpec, Table
 from recsys.store.base import OnlineStore
@@ -145,20 +143,15 @@ def _members(names: pa.Array, values: pa.Array) -> pa.Array:
     return _concat(names, values, separator=":")
 
 
-def _table_attributes(spec: FeatureSpec, raw_dir: str | Path, table: Table, key: str,
-                      columns: list[str]) -> tuple[np.ndarray, pa.Array]:
-    """(every entity id of the table, its last row winning; its attributes as one JSON object each)."""
-    frame = read_table(raw_dir, spec.tables[table], [key, *columns])
-    frame = frame.assign(**{key: as_str(frame[key].to_numpy())}).drop_duplicates(key, keep="last")
-    # Times as the unix seconds that the offline loader parses (the service reads them as numbers).
-    frame = frame.assign(**{c: to_seconds(frame[c].array, spec.tables[table], c)
-                            for c in spec.time_columns(table) if c in columns})
+def _table_attributes(frame: pd.DataFrame, columns: list[str]) -> pa.Array:
+    """The attributes of each row of an `entity_table` as one JSON object (times are the unix seconds
+    that the offline loader parses: the service reads them as numbers)."""
     members = []
     for c in columns:  # each distinct value escaped once, then taken by code; missing ('') left out
         codes, uniques = as_dictionary(frame[c].to_numpy())
         named = _members(pa.repeat(_json_strings([c])[0], len(uniques)), _json_strings(uniques))
         members.append(pc.if_else(pa.array(uniques != ""), named, None).take(codes))
-    return frame[key].to_numpy(dtype=object), _objects(members, len(frame))
+    return _objects(members, len(frame))
 
 
 def _objects(members: list[pa.Array], n: int) -> pa.Array:
@@ -193,19 +186,26 @@ def collect_records(spec: FeatureSpec, raw_dir: str | Path,
                     as_of: int | None = None) -> tuple[dict[str, EntityRecords], Popularity]:
     """Read the raw tables and compute the statistics' totals and the popularity ranking: the CPU
     part, no store involved."""
-    frame = load_raw(spec, raw_dir, statistic_columns(spec)).frame
-    return ({kind: entity_records(spec, raw_dir, frame, kind, as_of) for kind in KINDS},
-            Popularity.of(frame, spec, as_of))
+    tables, raw = read_raw(spec, raw_dir)
+    return ({kind: entity_records(spec, raw, tables[kind], kind, as_of) for kind in KINDS},
+            Popularity.of(raw.frame, spec, as_of))
 
 
-def entity_records(spec: FeatureSpec, raw_dir: str | Path, frame: pd.DataFrame, kind: Table,
+def read_raw(spec: FeatureSpec, raw_dir: str | Path) -> tuple[dict[Table, pd.DataFrame], RawData]:
+    """The users and items tables (`entity_table`), each read once, and the impressions joined with
+    the statistics' key columns from them (`load_raw`)."""
+    tables = {kind: entity_table(spec, raw_dir, kind, spec.source_columns(kind)) for kind in KINDS}
+    return tables, load_raw(spec, raw_dir, statistic_columns(spec), tables)
+
+
+def entity_records(spec: FeatureSpec, raw: RawData, table: pd.DataFrame, kind: Table,
                    as_of: int | None = None) -> EntityRecords:
-    """The records of the users or the items: the table's attributes and the counters of the
-    statistics keyed by that entity (`frame`: `load_raw`'s). Keys are integer codes until the JSON
-    of the records is built."""
-    key = spec.user_key if kind == "users" else spec.item_key
+    """The records of the users or the items: the attributes of the table (`read_raw`'s) and the
+    counters of the statistics keyed by that entity. Keys are integer codes until the JSON of the
+    records is built."""
+    key, frame = spec.user_key if kind == "users" else spec.item_key, raw.frame
     ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
-    ids, attributes = _table_attributes(spec, raw_dir, kind, key, spec.source_columns(kind))
+    ids, attributes = table.index.to_numpy(dtype=object), _table_attributes(table, spec.source_columns(kind))
     entity, entities = as_dictionary(column_values(frame[key]))
     counted = np.zeros(len(entities), dtype=bool)
     rows, members = [], []
@@ -221,7 +221,7 @@ def entity_records(spec: FeatureSpec, raw_dir: str | Path, frame: pd.DataFrame, 
             rows.append(totals["key0"].to_numpy())
             members.append(m)
     # every entity of the table gets a record, and so does every entity counted without a row there
-    where = pd.Index(ids).get_indexer(entities)
+    where = raw.entity_rows[key].copy()  # the key's categories are `entities`, in order
     extra = np.flatnonzero((where < 0) & counted)
     where[extra] = len(ids) + np.arange(len(extra))
     ids = np.concatenate([ids, entities[extra]])
@@ -279,18 +279,18 @@ async def materialize(spec: FeatureSpec, raw_dir: str | Path, store: OnlineStore
 
     counts: dict[str, int] = {}
     writing: asyncio.Future[None] | None = None
-    frame = (await work(load_raw, spec, raw_dir, statistic_columns(spec))).frame
+    tables, raw = await work(read_raw, spec, raw_dir)
     with tqdm(total=0, desc="materialize", unit="rec", disable=not progress or not sys.stderr.isatty(),
               leave=False) as bar:
         for kind in KINDS:
-            batches = await work(lambda k: entity_records(spec, raw_dir, frame, k, as_of).batches(keys), kind)
+            batches = await work(lambda k: entity_records(spec, raw, tables[k], k, as_of).batches(keys), kind)
             counts[kind] = len(batches)
             bar.total += len(batches)
             bar.refresh()
             if writing is not None:
                 await writing
             writing = asyncio.ensure_future(write_batches(store, batches, keep_counters, ttl_s, bar.update))
-        popular = await work(Popularity.of, frame, spec, as_of)
+        popular = await work(Popularity.of, raw.frame, spec, as_of)
         await asyncio.gather(store.write_ranking(keys.popular, popular.items.tolist(), popular.positives.tolist(),
                                                  ttl_s), *([writing] if writing is not None else []))
     meta = {"feature_version": keys.feature_version, "as_of": "" if as_of is None else str(as_of),
