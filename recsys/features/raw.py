@@ -17,6 +17,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys.errors import DataError, SpecError
 from recsys.features.times import to_seconds
@@ -166,8 +168,11 @@ def entity_table(spec: FeatureSpec, raw_dir: str | Path, table: Table, columns: 
 
 
 def _rows(entities: pd.DataFrame, keys: pd.Categorical) -> np.ndarray:
-    """The row of each key category in an `entity_table` (-1: none)."""
-    rows: np.ndarray = entities.index.get_indexer(pd.Index(keys.categories, dtype=object))
+    """The row of each key category in an `entity_table` (-1: none). Both are canonical str, looked up
+    by arrow's hash table: pandas' `get_indexer` over 1 M ids took about four times longer."""
+    found = pc.index_in(pa.array(keys.categories.to_numpy(dtype=object), pa.large_string()),
+                        value_set=pa.array(entities.index.to_numpy(dtype=object), pa.large_string()))
+    rows: np.ndarray = found.fill_null(-1).to_numpy().astype(np.int64)
     return rows
 
 
