@@ -1,10 +1,11 @@
-"""Redis backend, one server or a Redis Cluster, through valkey-glide (a maintained client).
+"""Redis backend, one server or a Redis Cluster, through valkey-glide (a maintained client), with
+the request path's reads on ONE server through redis-py (hiredis).
 
-Why glide: measured on the request path's read (one user + 200 / 500 candidate records, loopback)
-against redis-py (hiredis parser) and the hand-written RESP client this module replaces, it is level
-with redis-py on one server and several times faster on a cluster (whose MGET it groups per node),
-and it follows a cluster's slots, MOVED / ASK redirections and failovers itself
-(`benchmarks/store_bench.py`, `docs/store.md`).
+Why: measured on the request path's read (one user + 200 / 500 candidate records, loopback) against
+the hand-written RESP client this module replaces, glide is several times faster than redis-py on a
+cluster (whose MGET it groups per node) and follows a cluster's slots, MOVED / ASK redirections and
+failovers itself; on one server redis-py's MGET, which runs on the event loop instead of crossing to
+glide's I/O thread, is ~0.1 ms faster per request (`benchmarks/store_bench.py`, `docs/store.md`).
 
 URLs: `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS) for one server, and
 `redis+cluster://[user:password@]host:port,host:port,...` (`rediss+cluster://`) for a cluster: any
@@ -35,6 +36,8 @@ from urllib.parse import unquote
 import glide
 import numpy as np
 import orjson
+import redis as redis_py
+import redis.asyncio
 from glide import (
     AdvancedGlideClientConfiguration,
     AdvancedGlideClusterClientConfiguration,
@@ -52,6 +55,8 @@ from glide import (
     RangeByIndex,
     ServerCredentials,
 )
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from recsys.errors import StoreError
 from recsys.store.base import Record, finite_scores
@@ -221,6 +226,10 @@ class RedisStore:
         self.connect_timeout_s = connect_timeout_s
         self.replace_after_s = replace_after_s
         self._clients: dict[Role, Client] = {}
+        # One server: the reads through redis-py (see `_read_one_server`); it reconnects by itself.
+        self._fast_reads = None if self.target.cluster else redis_py.asyncio.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s, client_name="recsys-read",
+            retry=Retry(NoBackoff(), 1), retry_on_error=[redis_py.ConnectionError])
         self._connecting: dict[Role, asyncio.Task[Client]] = {}
         self._failing_since: dict[Role, float] = {}
 
@@ -324,8 +333,25 @@ class RedisStore:
     async def read(self, keys: Sequence[str]) -> list[Record | None]:
         if not keys:
             return []
+        if self._fast_reads is not None:
+            return _decode(await self._read_one_server(keys))
         raw = await self._call("read", "a read", lambda c: c.mget(list(keys)))
         return _decode(raw)
+
+    async def _read_one_server(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The request path's MGET on ONE server, through redis-py (hiredis): it runs on the event
+        loop, where glide hands each call to its own I/O thread and back, ~0.1 ms of a ranking
+        request's ~2.5 (benchmarks/README.md, the store A/B). A cluster's reads stay with glide,
+        which groups an MGET per node (redis-py sends one command per slot: 2-5× slower)."""
+        assert self._fast_reads is not None
+        try:
+            raw: list[Any] = await self._fast_reads.mget(keys)  # bytes (no decode_responses)
+            return raw
+        except redis_py.TimeoutError:
+            raise StoreError(f"redis at {self.name} did not answer a read within {self.timeout_s * 1000:.0f} ms "
+                             f"(fix: check the server's load, or raise RECSYS_REDIS_TIMEOUT_MS)") from None
+        except (redis_py.RedisError, OSError) as err:
+            raise StoreError(f"redis at {self.name} failed during a read: {err}") from None
 
     async def write(self, keys: Sequence[str], attributes: Sequence[Mapping[str, str]],
                     counters: Sequence[Mapping[str, int]], keep_counters: bool = False,
@@ -441,6 +467,8 @@ class RedisStore:
         await self._call("read", "PING", lambda c: c.ping())
 
     async def close(self) -> None:
+        if self._fast_reads is not None:
+            await self._fast_reads.aclose()
         for task in self._connecting.values():
             task.cancel()
         clients, self._clients = list(self._clients.values()), {}
