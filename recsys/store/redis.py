@@ -69,7 +69,9 @@ Client = GlideClient | GlideClusterClient
 Role = Literal["read", "write"]
 
 _ZADD_CHUNK = 10_000  # members per ZADD command in `write_ranking`
-_EMPTY_RECORD = b'{"a":{},"c":{}}'  # no attributes and no counters: `write` deletes the record
+_RECORD = b'{"a":%b,"c":%b}'  # a record from its attributes' and counters' JSON objects
+_BEFORE_COUNTERS = len(_RECORD % (b"", b"")) - len(b"}")  # the format's bytes before the counters object
+_EMPTY_RECORD = _RECORD % (b"{}", b"{}")  # no attributes and no counters: `write` deletes the record
 
 # The library's and its functions' names carry the version of their argument formats: during a
 # rolling upgrade, services of two versions each load their own library (FUNCTION LOAD REPLACE of one
@@ -356,8 +358,6 @@ class RedisStore:
     async def write(self, keys: Sequence[str], attributes: Sequence[Mapping[str, str]],
                     counters: Sequence[Mapping[str, int]], keep_counters: bool = False,
                     ttl_s: int | None = None) -> int:
-        if not (len(keys) == len(attributes) == len(counters)):
-            raise ValueError(f"{len(keys)} keys, {len(attributes)} attribute and {len(counters)} counter records")
         return await self.write_json(keys, list(map(orjson.dumps, attributes)), list(map(orjson.dumps, counters)),
                                      keep_counters, ttl_s)
 
@@ -368,12 +368,12 @@ class RedisStore:
         if not keys:
             return 0
         what = f"a write of {len(keys)} records"
-        values = [b'{"a":%b,"c":%b}' % pair for pair in zip(attributes, counters, strict=True)]
+        values = [_RECORD % pair for pair in zip(attributes, counters, strict=True)]
         if keep_counters:
             # One FCALL per slot (a Redis Function call touches one slot on a cluster; one call in
             # all on one server), records of one slot next to each other (materialize orders them so).
             ttl = str(ttl_s or 0)
-            sizes = [b"%d:%d," % (len(v), len(a) + 10) for v, a in zip(values, attributes, strict=True)]
+            sizes = [b"%d:%d," % (len(v), len(a) + _BEFORE_COUNTERS) for v, a in zip(values, attributes, strict=True)]
             cuts = _slot_runs(keys) if self.target.cluster else [0, len(keys)]
 
             def fcalls() -> Batch | ClusterBatch:
