@@ -350,7 +350,7 @@ class RedisStore:
         write drop it on any error or cancellation (a budget that ran out mid-read), so a pooled
         connection never holds a stale reply; a dropped one (e.g. after a server restart) is
         reconnected and the read sent once more, as redis-py's own retry would."""
-        command = hiredis.pack_command(("MGET", *keys))
+        command = hiredis.pack_command(("MGET", *keys))  # type: ignore[arg-type]  # its stub types a 1-tuple
         try:
             try:
                 return await self._send_read(command)
@@ -365,7 +365,7 @@ class RedisStore:
     async def _send_read(self, command: bytes) -> list[bytes | None]:
         assert self._fast_reads is not None
         pool = self._fast_reads.connection_pool
-        conn = await pool.get_connection()
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(command, check_health=False)
             raw: list[bytes | None] = await conn.read_response()  # bytes (no decode_responses)
