@@ -120,13 +120,14 @@ def typed(kind: ColumnKind, values: np.ndarray) -> np.ndarray:
 
 
 # What an absent attribute reads as.
-_MISSING: dict[ColumnKind, object] = {"text": "", "number": "nan", "time": "nan", "raw": None}
+_MISSING: dict[ColumnKind, object] = {"text": "", "number": np.nan, "time": np.nan, "raw": None}
 
 
-def _stored(kind: ColumnKind, dicts: Sequence[dict[str, str]], name: str) -> np.ndarray:
-    """`typed` for an attribute of store records, which are canonical strings already: the absent
-    ones read as '' (text) or 'nan' (number) in the same C pass that gathers the values. Times are
-    stored as the unix seconds that materialize parsed: numbers here."""
+def _stored(kind: ColumnKind, dicts: Sequence[dict[str, Any]], name: str) -> np.ndarray:
+    """`typed` for an attribute of store records, which are canonical strings already, or JSON
+    numbers for the columns parsed as numbers (`recsys.store.materialize`; strings there still parse,
+    more slowly): the absent ones read as '' (text) or NaN (number) in the same C pass that gathers
+    the values. Times are stored as the unix seconds that materialize parsed: numbers here."""
     values = np.array(list(map(dict.get, dicts, repeat(name), repeat(_MISSING[kind]))), dtype=object)
     if kind in ("number", "time"):
         try:

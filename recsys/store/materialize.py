@@ -2,8 +2,9 @@
 
 One record per user and per item under the artifact's versioned keys (`recsys.store.keys`):
 - attributes: the raw columns the spec reads from the users / items tables, written as the
-  canonical strings of `as_str` (missing values are left out), which the service parses back to the
-  very values the offline pipeline saw;
+  canonical strings of `as_str` (missing values are left out; the columns the service parses as
+  numbers, as the same digits unquoted: JSON numbers), which the service parses back to the very
+  values the offline pipeline saw;
 - counters: for every statistic, the count and positives of the events strictly before `as_of`
   (all events when omitted), in the record of the key's entity, named by `counter_field`; a windowed
   statistic gets one pair per time bucket that an impression at `as_of` can still see.
@@ -42,6 +43,7 @@ from recsys.features.raw import RawData, column_values, entity_table, load_raw
 from recsys.features.statistics import key_codes, radix_order, sub_key, totals_by_code
 from recsys.features.transforms import as_dictionary, as_str
 from recsys.online.columns import counter_fields
+from recsys.online.plan import OnlinePlan
 from recsys.spec import FeatureSpec, Table
 from recsys.store.base import OnlineStore
 from recsys.store.keys import SLOTS, KeySpace, hash_slots
@@ -143,13 +145,24 @@ def _members(names: pa.Array, values: pa.Array) -> pa.Array:
     return _concat(names, values, separator=":")
 
 
-def _table_attributes(frame: pd.DataFrame, columns: list[str]) -> pa.Array:
-    """The attributes of each row of an `entity_table` as one JSON object (times are the unix seconds
-    that the offline loader parses: the service reads them as numbers)."""
+# A canonical string that is also a JSON number ("12.5", "-3", "1e+20"; not "inf", "012" or "0x1").
+JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
+
+
+def _table_attributes(frame: pd.DataFrame, columns: list[str], numbers: set[str]) -> pa.Array:
+    """The attributes of each row of an `entity_table` as one JSON object. The values of `numbers`
+    (the columns the service parses as floats, times included: the unix seconds that the offline
+    loader parses) are written as JSON numbers, the same digits unquoted, so the service's parse
+    gives floats directly (~70 us less per 200 values than float() of strings); a value that is not
+    a JSON number stays a string, which the service parses as before."""
     members = []
     for c in columns:  # each distinct value escaped once, then taken by code; missing ('') left out
         codes, uniques = as_dictionary(frame[c].to_numpy())
-        named = _members(pa.repeat(_json_strings([c])[0], len(uniques)), _json_strings(uniques))
+        values = _json_strings(uniques)
+        if c in numbers:
+            bare = pa.array(uniques, pa.large_string())
+            values = pc.if_else(pc.match_substring_regex(bare, JSON_NUMBER), bare, values)
+        named = _members(pa.repeat(_json_strings([c])[0], len(uniques)), values)
         members.append(pc.if_else(pa.array(uniques != ""), named, None).take(codes))
     return _objects(members, len(frame))
 
@@ -205,7 +218,9 @@ def entity_records(spec: FeatureSpec, raw: RawData, table: pd.DataFrame, kind: T
     records is built."""
     key, frame = spec.user_key if kind == "users" else spec.item_key, raw.frame
     ts, label = frame[spec.timestamp].to_numpy(), frame[spec.label].to_numpy()
-    ids, attributes = table.index.to_numpy(dtype=object), _table_attributes(table, spec.source_columns(kind))
+    plan = OnlinePlan.from_spec(spec)
+    numbers = {c for c in spec.source_columns(kind) if plan.kind(c) in ("number", "time")}
+    ids, attributes = table.index.to_numpy(dtype=object), _table_attributes(table, spec.source_columns(kind), numbers)
     entity, entities = as_dictionary(column_values(frame[key]))
     counted = np.zeros(len(entities), dtype=bool)
     rows, members = [], []
