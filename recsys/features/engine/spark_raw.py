@@ -165,16 +165,22 @@ def _canonical_key(frame: DataFrame, key: str) -> DataFrame:
 
 
 def _fingerprint(tables: list[DataFrame]) -> str:
-    """Order-insensitive content hash: rows and the sum of 64-bit row hashes of every table. (The
-    embedded engine hashes its pandas frames: the two engines' fingerprints differ.)"""
+    """Order-insensitive content hash: rows and the exact sum of 64-bit row hashes of every table. (The
+    embedded engine hashes its pandas frames: the two engines' fingerprints differ.) The sum is
+    taken in three long sums of 22 + 21 + 21 bits of each hash (exact below 2**42 rows) and joined
+    in Python: the same value as a decimal(38,0) sum, which Spark computes ~4x slower."""
     from pyspark.sql import functions as F
 
+    low = (1 << 21) - 1
     h = hashlib.sha256()
     for t in tables:
-        row = t.agg(F.count(F.lit(1)).alias("n"),
-                    F.sum(F.xxhash64(*t.columns).cast("decimal(38,0)")).alias("h")).first()
+        x = F.xxhash64(*t.columns)
+        row = t.agg(F.count(F.lit(1)).alias("n"), F.sum(F.shiftright(x, 42)).alias("hi"),
+                    F.sum(F.shiftright(x, 21).bitwiseAND(F.lit(low))).alias("mid"),
+                    F.sum(x.bitwiseAND(F.lit(low))).alias("lo")).first()
         assert row is not None
-        h.update(f"{row['n']}:{row['h']}".encode())
+        total = None if not row["n"] else (int(row["hi"]) << 42) + (int(row["mid"]) << 21) + int(row["lo"])
+        h.update(f"{row['n']}:{total}".encode())
     return h.hexdigest()[:16]
 
 
