@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from recsys.features.raw import RawData, column_values, entity_table, load_raw
 from recsys.features.statistics import key_codes, radix_order, sub_key, totals_by_code
-from recsys.features.transforms import as_dictionary, as_str
+from recsys.features.transforms import as_dictionary, as_float, as_str
 from recsys.online.columns import counter_fields
 from recsys.online.plan import OnlinePlan
 from recsys.spec import FeatureSpec, Table
@@ -159,9 +159,10 @@ def _table_attributes(frame: pd.DataFrame, columns: list[str], numbers: set[str]
     for c in columns:  # each distinct value escaped once, then taken by code; missing ('') left out
         codes, uniques = as_dictionary(frame[c].to_numpy())
         values = _json_strings(uniques)
-        if c in numbers:
+        if c in numbers:  # a JSON number that parses to a finite double ('1e400' would fail the parse)
             bare = pa.array(uniques, pa.large_string())
-            values = pc.if_else(pc.match_substring_regex(bare, JSON_NUMBER), bare, values)
+            number = pc.and_(pc.match_substring_regex(bare, JSON_NUMBER), pa.array(np.isfinite(as_float(uniques))))
+            values = pc.if_else(number, bare, values)
         named = _members(pa.repeat(_json_strings([c])[0], len(uniques)), values)
         members.append(pc.if_else(pa.array(uniques != ""), named, None).take(codes))
     return _objects(members, len(frame))

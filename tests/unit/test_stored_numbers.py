@@ -21,3 +21,10 @@ def test_numbers_are_json_numbers_where_their_canonical_string_is_one_and_read_b
     want = np.array([12.5, 3.0, 1e20, np.inf, np.nan, -0.25, 0.1 + 0.2])
     for dicts in (records, older):
         np.testing.assert_array_equal(_stored("number", dicts, "x"), want)
+
+
+def test_text_in_a_number_column_that_json_could_not_parse_as_a_double_stays_a_string():
+    frame = pd.DataFrame({"x": ["1e400", "1" + "0" * 400, "7", "ten"]})
+    records = [orjson.loads(r) for r in _table_attributes(frame, ["x"], {"x"}).to_pylist()]  # all parse
+    assert [r["x"] for r in records] == ["1e400", "1" + "0" * 400, 7, "ten"]
+    np.testing.assert_array_equal(_stored("number", records, "x"), [np.inf, np.inf, 7.0, np.nan])
