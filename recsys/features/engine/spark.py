@@ -38,7 +38,7 @@ import pyarrow as pa
 from recsys.errors import RecsysError
 from recsys.features.engine.arrow import split_positions, split_sizes
 from recsys.features.engine.spark_fit import canonical, fit_state
-from recsys.features.engine.spark_raw import ORDER, load_joined
+from recsys.features.engine.spark_raw import ORDER, check_numeric, load_joined
 from recsys.features.engine.spark_statistics import add_statistics, block_seconds
 from recsys.features.pipeline import FeaturePipeline
 from recsys.features.raw import LABEL_TIME, RawData
@@ -285,7 +285,9 @@ def build_features(spec: FeatureSpec, raw_dir: str | Path, out_dir: str | Path, 
             imp, ctx, fingerprint = load_joined(spark, spec, raw_dir)
             # Each stage is written once and read back: the statistics' self-joins and the sort's
             # sampling pass then re-read parquet instead of recomputing the joins.
-            imp = _stage(_statistics(spec, _stage(imp, tmp / "_work" / "joined")), tmp / "_work" / "statistics")
+            joined = _stage(imp, tmp / "_work" / "joined")
+            check_numeric(spec, joined)  # on the staged join: one column read back, not the join again
+            imp = _stage(_statistics(spec, joined), tmp / "_work" / "statistics")
             ordered, n = _ordered(imp, spec)
             log(f"read {n:,} impressions, point-in-time statistics {list(spec.statistics)} "
                 f"({time.perf_counter() - t0:.1f}s)")

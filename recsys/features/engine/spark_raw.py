@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from recsys.errors import DataError
+from recsys.features.checks import check_numeric_columns
 from recsys.features.engine.spark_fit import canonical
 from recsys.features.raw import LABEL_TIME, check_columns
 from recsys.features.times import bad_times_error
 from recsys.io import find_table, table_parts
-from recsys.spec import FeatureSpec
+from recsys.spec import FeatureSpec, NumericFeature
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Row, SparkSession
 
-__all__ = ["ORDER", "load_joined"]
+__all__ = ["ORDER", "load_joined", "check_numeric"]
 
 
 def _read(spark: SparkSession, raw_dir: str | Path, stem: str) -> DataFrame:
@@ -223,3 +225,23 @@ def load_joined(spark: SparkSession, spec: FeatureSpec, raw_dir: str | Path) -> 
     imp = imp.join(_latest(users, spec.user_key).select(spec.user_key, *ucols), spec.user_key, "left")
     imp = imp.join(_latest(items, spec.item_key).select(spec.item_key, *icols), spec.item_key, "left")
     return imp, ctx, fingerprint
+
+
+def check_numeric(spec: FeatureSpec, joined: DataFrame, limit: int = 1000) -> None:
+    """`check_numeric_columns` on Spark, on the joined impressions as the embedded engine checks
+    them: for each numeric feature whose column is text, the distinct values that Spark cannot cast
+    to a double (at most `limit`, collected) go through the embedded engine's own check, so a column
+    of text is refused with the same message instead of silently becoming missing values. (A value
+    that Spark parses and pandas does not, such as '1d', passes here and becomes missing.)"""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    columns = list(dict.fromkeys(f.column or name for name, f in spec.features.items()
+                                 if isinstance(f, NumericFeature)))
+    text = [c for c in columns if c in joined.columns and isinstance(joined.schema[c].dataType, T.StringType)]
+    found = {c: [r[0] for r in joined.select(c).where(F.col(c).isNotNull() & F.col(c).try_cast("double").isNull())
+                 .distinct().limit(limit).collect()] for c in text}
+    if any(found.values()):
+        width = max(map(len, found.values()))
+        check_numeric_columns(spec, pd.DataFrame({c: v + [None] * (width - len(v)) for c, v in found.items()},
+                                                 dtype=object))
