@@ -1,5 +1,6 @@
 """Equality of two build-features output folders: transforms.json, and the encoded splits row by
-row (rows matched by their sorted order of keys, time and encoding: row order aside)."""
+row (rows matched by their sorted order of keys, time and encoding: row order aside); and of the
+two engines' refusals of the same bad input."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from recsys.errors import DataError
 from recsys.features.splits import BLOCKS, SPLITS, read_split
+from recsys.spec import FeatureSpec
 
-__all__ = ["assert_same_transforms", "assert_same_splits"]
+__all__ = ["assert_same_transforms", "assert_same_splits", "same_refusal"]
 
 TOL = 1e-6
 
@@ -64,3 +68,20 @@ def assert_same_splits(a: Path, b: Path) -> None:
             else:
                 same = u == v
                 assert bool(np.all(same)), f"{split}.{c}: {int((~same).sum())} differ: {u[~same][:3]} vs {v[~same][:3]}"
+
+
+def same_refusal(spec: FeatureSpec, raw: Path, out: Path) -> str:
+    """Build `raw` with both engines (outputs under `out`), each refusing it with a DataError and
+    writing nothing; the two messages are equal: that message."""
+    from pipelines.build_features import build_features
+    from recsys.features.engine.spark import SparkSettings
+
+    messages = []
+    for engine in ("arrow", "spark"):
+        with pytest.raises(DataError) as err:
+            build_features(spec, raw, out / engine, engine=engine, log=lambda _: None, progress=False,
+                           **({"settings": SparkSettings()} if engine == "spark" else {}))
+        messages.append(str(err.value))
+        assert not (out / engine).exists()
+    assert messages[0] == messages[1]
+    return messages[0]
