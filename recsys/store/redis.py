@@ -227,7 +227,7 @@ class RedisStore:
         self.connect_timeout_s = connect_timeout_s
         self.replace_after_s = replace_after_s
         self._clients: dict[Role, Client] = {}
-        # One server: the reads through redis-py (see `_read_one_server`); it reconnects by itself.
+        # One server: the request path's reads through redis-py's pool (see `_read_one_server`).
         self._fast_reads = None if self.target.cluster else redis_py.asyncio.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s, client_name="recsys-read")
         self._connecting: dict[Role, asyncio.Task[Client]] = {}
